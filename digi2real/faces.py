@@ -1,0 +1,193 @@
+"""Face pipeline: read any image, detect with SCRFD, align to 112x112, embed with ArcFace.
+
+Every image gets a `FaceResult` with a status and a message; a bad image never stops a batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from digi2real.status import Status
+
+ALIGNED_SIZE = 112
+
+
+@dataclass
+class FaceResult:
+    status: Status
+    message: str = ""
+    embedding: np.ndarray | None = None  # (512,) float32, unit norm, only when status is OK
+    det_score: float = math.nan
+    aligned: np.ndarray | None = None  # (112, 112, 3) BGR uint8, when a face was found
+
+
+class UnreadableImage(Exception):
+    pass
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image of any common mode (RGB, RGBA, L, 16-bit, palette) to 8-bit BGR."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes fully, so a truncated file fails here rather than later
+            return pil_to_bgr(image)
+    except FileNotFoundError:
+        raise UnreadableImage(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise UnreadableImage(f"{path}: not an image (or an empty file)") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UnreadableImage(f"{path}: cannot decode: {error}") from None
+
+
+def pil_to_bgr(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if pixels.max(initial=0) > 255 else 255.0
+        gray = np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        rgb = np.repeat(gray[..., None], 3, axis=2)
+    elif image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent pixels go to black, the colour insightface pads with.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        rgb = np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    else:
+        rgb = np.asarray(image.convert("RGB"))
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+class FacePipeline:
+    """SCRFD detection + 5-point alignment + batched ArcFace, as Arc2Face's own scripts do it."""
+
+    def __init__(
+        self,
+        detector,
+        recognizer,
+        *,
+        det_size: int = 640,
+        det_thresh: float = 0.5,
+        pad: float = 0.0,
+        prealigned: bool = False,
+        batch_size: int = 64,
+    ) -> None:
+        self.detector = detector
+        self.recognizer = recognizer
+        self.det_size = det_size
+        self.pad = pad
+        self.prealigned = prealigned
+        self.batch_size = batch_size
+        if detector is not None:
+            detector.prepare(-1, det_thresh=det_thresh, input_size=(det_size, det_size))
+
+    def align(self, image: np.ndarray) -> FaceResult:
+        """The largest face of `image` (BGR), aligned to 112x112; status NO_FACE when none."""
+        from insightface.utils import face_align
+
+        if self.prealigned:
+            if image.shape[:2] != (ALIGNED_SIZE, ALIGNED_SIZE):
+                image = cv2.resize(
+                    image, (ALIGNED_SIZE, ALIGNED_SIZE), interpolation=cv2.INTER_AREA
+                )
+            return FaceResult(Status.OK, aligned=image)
+        if self.pad > 0:
+            # Tight crops (DigiFace, FFHQ) lose their face at large det_size; a border restores it.
+            border = int(round(self.pad * max(image.shape[:2])))
+            image = cv2.copyMakeBorder(image, *[border] * 4, cv2.BORDER_CONSTANT, value=0)
+        boxes, landmarks = self.detector.detect(
+            image, input_size=(self.det_size, self.det_size), max_num=1, metric="max"
+        )
+        if boxes.shape[0] == 0 or landmarks is None:
+            return FaceResult(Status.NO_FACE, "no face above the detection threshold")
+        aligned = face_align.norm_crop(image, landmark=landmarks[0], image_size=ALIGNED_SIZE)
+        return FaceResult(Status.OK, det_score=float(boxes[0, 4]), aligned=aligned)
+
+    def embed_aligned(self, results: list[FaceResult]) -> None:
+        """Fill the embedding of each OK result, in recognizer batches of `batch_size`."""
+        pending = [result for result in results if result.status is Status.OK]
+        for start in range(0, len(pending), self.batch_size):
+            batch = pending[start : start + self.batch_size]
+            features = np.asarray(
+                self.recognizer.get_feat([result.aligned for result in batch]), dtype=np.float64
+            )
+            for result, feature in zip(batch, features.reshape(len(batch), -1), strict=True):
+                norm = np.linalg.norm(feature)
+                if not np.all(np.isfinite(feature)) or not norm > 0:
+                    result.status = Status.NONFINITE
+                    result.message = "embedding is not finite or has zero norm"
+                    continue
+                result.embedding = (feature / norm).astype(np.float32)
+
+    def process_images(self, images: Iterable[np.ndarray | Exception]) -> list[FaceResult]:
+        results = []
+        for image in images:
+            if isinstance(image, Exception):
+                results.append(FaceResult(Status.UNREADABLE, str(image)))
+            else:
+                results.append(self.align(image))
+        self.embed_aligned(results)
+        return results
+
+    def process_paths(self, paths: Iterable[Path]) -> Iterator[FaceResult]:
+        """Results in the order of `paths`, streamed one recognizer batch at a time."""
+        batch: list[np.ndarray | Exception] = []
+        for path in paths:
+            try:
+                batch.append(read_image(path))
+            except UnreadableImage as error:
+                batch.append(error)
+            if len(batch) == self.batch_size:
+                yield from self.process_images(batch)
+                batch = []
+        if batch:
+            yield from self.process_images(batch)
+
+
+FACE_DEFAULTS = {
+    "providers": "auto",
+    "prealigned": False,
+    "det_size": 640,
+    "det_thresh": 0.5,
+    "pad": 0.0,
+    "batch_size": 64,
+}
+
+
+def face_settings(config, dataset: str | None = None) -> dict:
+    """`face:` settings, overridden by `<dataset>.face:` (DigiFace and FFHQ crop differently)."""
+    from digi2real.config import get
+
+    settings = {**FACE_DEFAULTS, **get(config, "face", {}, kind=dict)}
+    if dataset is not None:
+        settings.update(get(config, f"{dataset}.face", {}, kind=dict))
+    return settings
+
+
+def face_pipeline_from_config(config, dataset: str | None = None) -> FacePipeline:
+    from digi2real.models import (
+        ARCFACE,
+        DETECTOR,
+        load_detector,
+        load_recognizer,
+        model_path,
+        onnx_providers,
+    )
+
+    settings = face_settings(config, dataset)
+    providers = onnx_providers(str(settings["providers"]))
+    prealigned = bool(settings["prealigned"])
+    detector = None if prealigned else load_detector(model_path(config, DETECTOR), providers)
+    return FacePipeline(
+        detector,
+        load_recognizer(model_path(config, ARCFACE), providers),
+        det_size=int(settings["det_size"]),
+        det_thresh=float(settings["det_thresh"]),
+        pad=float(settings["pad"]),
+        prealigned=prealigned,
+        batch_size=int(settings["batch_size"]),
+    )

@@ -1,0 +1,148 @@
+"""Generation with Arc2Face: diffusers' StableDiffusionPipeline fed with Arc2Face conditioning.
+
+prompt_embeds = project(v) + λΔ; negative_prompt_embeds = encoder(""), which is what diffusers
+computes itself when only prompt_embeds is given. Initial latents are drawn per image from its
+own seed on the CPU, so an image does not depend on its batch, its shard or the device's RNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from digi2real.config import Config, get
+from digi2real.errors import ModelFileError
+from digi2real.projection import Arc2FaceProjector
+
+LATENT_CHANNELS = 4
+
+
+class Interrupted(Exception):
+    """Raised between denoising steps when the job was asked to stop (SIGTERM, preemption)."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    steps: int = 25
+    guidance: float = 3.0
+    height: int = 512
+    width: int = 512
+    batch_size: int = 4
+    device: str = "auto"
+    dtype: str = "auto"
+    scheduler: str = "dpmsolver++"
+    delta_scale: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> GenerationSettings:
+        lcm = get(config, "models.lcm_lora", None) is not None
+        return cls(
+            steps=get(config, "generation.steps", 4 if lcm else 25, kind=int),
+            guidance=float(
+                get(config, "generation.guidance", 1.0 if lcm else 3.0, kind=(int, float))
+            ),
+            height=get(config, "generation.height", 512, kind=int),
+            width=get(config, "generation.width", 512, kind=int),
+            batch_size=get(config, "generation.batch_size", 4, kind=int),
+            device=get(config, "generation.device", "auto", kind=str),
+            dtype=get(config, "generation.dtype", "auto", kind=str),
+            scheduler="lcm"
+            if lcm
+            else get(config, "generation.scheduler", "dpmsolver++", kind=str),
+            delta_scale=float(get(config, "delta.scale", 1.0, kind=(int, float))),
+        )
+
+
+def initial_latents(seeds: list[int], height: int, width: int, scale_factor: int) -> torch.Tensor:
+    """(N, 4, h, w) float32 noise, image i drawn from a CPU generator seeded with seeds[i]."""
+    shape = (LATENT_CHANNELS, height // scale_factor, width // scale_factor)
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)) for seed in seeds]
+    )
+
+
+def build_pipeline(config: Config, settings: GenerationSettings):
+    """StableDiffusionPipeline from Arc2Face's UNet and encoder and SD 1.5's VAE and tokenizer."""
+    from diffusers import StableDiffusionPipeline
+
+    from digi2real import models
+
+    device = models.resolve_device(settings.device)
+    dtype = models.resolve_dtype(settings.dtype, device)
+    pipeline = StableDiffusionPipeline(
+        vae=models.load_vae(models.model_path(config, models.VAE), dtype),
+        text_encoder=models.load_text_encoder(models.model_path(config, models.ENCODER)),
+        tokenizer=models.load_tokenizer(models.model_path(config, models.TOKENIZER)),
+        unet=models.load_unet(models.model_path(config, models.UNET), dtype),
+        scheduler=models.load_scheduler(
+            models.model_path(config, models.SCHEDULER), settings.scheduler
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    if settings.scheduler == "lcm":
+        _fuse_lcm_lora(pipeline, models.model_path(config, models.LCM_LORA))
+    pipeline.to(device=device, dtype=dtype)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _fuse_lcm_lora(pipeline, path: Path) -> None:
+    try:
+        pipeline.load_lora_weights(str(path.parent), weight_name=path.name)
+    except (ValueError, ImportError) as error:
+        raise ModelFileError(f"config key models.lcm_lora: {path}: cannot load: {error}") from None
+    pipeline.fuse_lora()
+
+
+class Arc2FaceGenerator:
+    def __init__(self, pipeline, settings: GenerationSettings, delta: np.ndarray | None) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self.projector = Arc2FaceProjector(pipeline.text_encoder, pipeline.tokenizer)
+        self.delta = None if delta is None else torch.as_tensor(delta, dtype=torch.float32)
+
+    def prompt_embeds(self, conditions: np.ndarray) -> torch.Tensor:
+        embeds = self.projector.project(torch.as_tensor(np.asarray(conditions, np.float32)))
+        if self.delta is not None and self.settings.delta_scale != 0:
+            shift = self.settings.delta_scale * self.delta.to(embeds.device)
+            embeds = (embeds.float() + shift).to(embeds.dtype)
+        return embeds
+
+    def generate(
+        self,
+        conditions: np.ndarray,
+        seeds: list[int],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> np.ndarray:
+        """(N, 512) ArcFace conditions -> (N, H, W, 3) float32 RGB in [0, 1] (NaN if diverged)."""
+        s = self.settings
+        prompt_embeds = self.prompt_embeds(conditions)
+        negative = self.projector.unconditional().expand_as(prompt_embeds)
+        latents = initial_latents(seeds, s.height, s.width, self.pipeline.vae_scale_factor)
+
+        def stop_between_steps(_pipeline, _step, _timestep, tensors):
+            if should_stop():
+                raise Interrupted("stop requested between denoising steps")
+            return tensors
+
+        return self.pipeline(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative,
+            latents=latents.to(prompt_embeds.device, prompt_embeds.dtype),
+            num_inference_steps=s.steps,
+            guidance_scale=s.guidance,
+            height=s.height,
+            width=s.width,
+            output_type="np",
+            callback_on_step_end=stop_between_steps,
+        ).images
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    return (np.clip(images, 0.0, 1.0) * 255.0).round().astype(np.uint8)
