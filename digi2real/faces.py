@@ -6,6 +6,7 @@ Every image gets a `FaceResult` with a status and a message; a bad image never s
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,10 @@ class FacePipeline:
         )
         if boxes.shape[0] == 0 or landmarks is None:
             return FaceResult(Status.NO_FACE, "no face above the detection threshold")
-        aligned = face_align.norm_crop(image, landmark=landmarks[0], image_size=ALIGNED_SIZE)
+        with warnings.catch_warnings():
+            # insightface calls a scikit-image API that newer releases deprecate; not ours to fix.
+            warnings.simplefilter("ignore", FutureWarning)
+            aligned = face_align.norm_crop(image, landmark=landmarks[0], image_size=ALIGNED_SIZE)
         return FaceResult(Status.OK, det_score=float(boxes[0, 4]), aligned=aligned)
 
     def embed_aligned(self, results: list[FaceResult]) -> None:

@@ -87,7 +87,10 @@ def build_pipeline(config: Config, settings: GenerationSettings):
     )
     if settings.scheduler == "lcm":
         _fuse_lcm_lora(pipeline, models.model_path(config, models.LCM_LORA))
-    pipeline.to(device=device, dtype=dtype)
+    # The UNet and VAE were loaded in `dtype`; casting the whole pipeline would also cast
+    # modules diffusers keeps in float32.
+    pipeline.text_encoder.to(dtype=dtype)
+    pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 

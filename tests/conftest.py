@@ -1,0 +1,39 @@
+"""Shared fixtures: the embedded demo assets (tiny models in the real layouts), built once."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from digi2real.config import load_config
+from digi2real.demo import build_demo_assets
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    build_demo_assets(root)
+    return root
+
+
+def write_demo_config(folder: Path, demo_root: Path, **overrides) -> Path:
+    """The repo's config.yaml, pointed at `demo_root`, with dotted-key overrides."""
+    text = (REPO / "config.yaml").read_text().replace("demo/", f"{demo_root}/")
+    config = yaml.safe_load(text)
+    config["results"] = str(folder / "results")
+    for dotted, value in overrides.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def demo_config(tmp_path, demo_root):
+    return load_config(write_demo_config(tmp_path, demo_root))

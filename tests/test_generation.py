@@ -1,0 +1,136 @@
+"""Generation through the package equals diffusers' own pipeline, and does not depend on batching."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline
+from diffusers import UNet2DConditionModel
+
+from digi2real import models
+from digi2real.generation import (
+    Arc2FaceGenerator,
+    GenerationSettings,
+    build_pipeline,
+    initial_latents,
+)
+from digi2real.projection import Arc2FaceProjector
+
+# Batching changes the CPU kernels' reduction order, so images of one seed generated in batches
+# of 1 and 4 may differ in the last float bits; after 8-bit quantisation that is at most one
+# level of 255 on a few pixels. Bound it at 1/255 per pixel, the quantisation step.
+BATCH_TOLERANCE = 1.0 / 255.0
+
+
+@pytest.fixture(scope="module")
+def config(demo_root):
+    m = demo_root / "models"
+    return {
+        "models": {
+            "arc2face_encoder": str(m / "arc2face/encoder"),
+            "arc2face_unet": str(m / "arc2face/arc2face"),
+            "vae": str(m / "sd15/vae"),
+            "tokenizer": str(m / "sd15/tokenizer"),
+            "scheduler": str(m / "sd15/scheduler"),
+        },
+        "generation": {"steps": 6, "height": 64, "width": 64, "device": "cpu"},
+        "delta": {"scale": 0.7},
+    }
+
+
+@pytest.fixture(scope="module")
+def delta():
+    return np.random.default_rng(5).normal(scale=0.05, size=(77, 576)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def generator(config, delta):
+    settings = GenerationSettings.from_config(config)
+    return Arc2FaceGenerator(build_pipeline(config, settings), settings, delta)
+
+
+def conditions(n, seed=0):
+    v = np.random.default_rng(seed).normal(size=(n, 512))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_defaults_are_the_methods():
+    settings = GenerationSettings.from_config({})
+    assert (settings.steps, settings.guidance, settings.height, settings.width) == (25, 3.0, 512, 512)
+    assert settings.scheduler == "dpmsolver++" and settings.delta_scale == 1.0
+    lcm = GenerationSettings.from_config({"models": {"lcm_lora": "x.safetensors"}})
+    assert (lcm.steps, lcm.guidance, lcm.scheduler) == (4, 1.0, "lcm")
+
+
+def test_prompt_embeds_are_projection_plus_scaled_delta(generator, delta):
+    cond = conditions(2)
+    expected = generator.projector.project(torch.from_numpy(cond)) + 0.7 * torch.from_numpy(delta)
+    torch.testing.assert_close(generator.prompt_embeds(cond), expected, rtol=0, atol=1e-6)
+
+
+def test_latents_come_from_each_images_own_seed():
+    latents = initial_latents([11, 22, 33], 64, 64, 8)
+    assert latents.shape == (3, 4, 8, 8)
+    alone = initial_latents([22], 64, 64, 8)
+    torch.testing.assert_close(latents[1], alone[0], rtol=0, atol=0)
+    expected = torch.randn((4, 8, 8), generator=torch.Generator("cpu").manual_seed(33))
+    torch.testing.assert_close(latents[2], expected, rtol=0, atol=0)
+
+
+def test_generation_equals_diffusers_pipeline_called_directly(config, generator, delta):
+    """An independent pipeline from the files, driven with diffusers' documented arguments."""
+    m = config["models"]
+    encoder = models.load_text_encoder(models.Path(m["arc2face_encoder"]))
+    tokenizer = models.load_tokenizer(models.Path(m["tokenizer"]))
+    pipeline = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(m["vae"]),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel.from_pretrained(m["arc2face_unet"]),
+        scheduler=DPMSolverMultistepScheduler.from_pretrained(m["scheduler"]),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    cond, seeds = conditions(2, seed=1), [5, 6]
+    projector = Arc2FaceProjector(encoder, tokenizer)
+    prompt_embeds = projector.project(torch.from_numpy(cond)) + 0.7 * torch.from_numpy(delta)
+    latents = torch.stack(
+        [torch.randn((4, 8, 8), generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
+    # No negative_prompt_embeds: diffusers computes encoder("") itself, as Arc2Face relies on.
+    expected = pipeline(
+        prompt_embeds=prompt_embeds,
+        latents=latents,
+        num_inference_steps=6,
+        guidance_scale=3.0,
+        height=64,
+        width=64,
+        output_type="np",
+    ).images
+    ours = generator.generate(cond, seeds)
+    assert ours.shape == (2, 64, 64, 3)
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_an_image_does_not_depend_on_its_batch(generator):
+    cond, seeds = conditions(4, seed=2), [101, 102, 103, 104]
+    batched = generator.generate(cond, seeds)
+    singles = np.concatenate([generator.generate(cond[k : k + 1], seeds[k : k + 1]) for k in range(4)])
+    difference = np.abs(batched - singles).max()
+    assert difference <= BATCH_TOLERANCE, difference
+    # Same batch, same order, same inputs: bitwise.
+    np.testing.assert_array_equal(generator.generate(cond, seeds), batched)
+
+
+def test_different_seeds_or_conditions_give_different_images(generator):
+    cond = conditions(1, seed=3)
+    a = generator.generate(cond, [1])
+    assert np.abs(a - generator.generate(cond, [2])).max() > 1e-3
+    assert np.abs(a - generator.generate(conditions(1, seed=4), [1])).max() > 1e-4
+
+
+def test_stop_request_interrupts_between_steps(generator):
+    from digi2real.generation import Interrupted
+
+    with pytest.raises(Interrupted):
+        generator.generate(conditions(1), [1], should_stop=lambda: True)

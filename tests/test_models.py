@@ -1,0 +1,105 @@
+"""Model paths come from the config; each mistake is one line naming key, path and expectation."""
+
+import pickle
+
+import pytest
+import torch
+
+from digi2real import models
+from digi2real.errors import ModelFileError
+
+
+def config_with(tmp_path, **paths):
+    return {"_base_dir": str(tmp_path), "models": {k: str(v) for k, v in paths.items()}}
+
+
+def touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    return path
+
+
+def test_missing_key_is_named(tmp_path):
+    with pytest.raises(Exception, match="config key models.arc2face_encoder is required"):
+        models.model_path({"models": {}}, models.ENCODER)
+
+
+def test_missing_folder_names_key_path_and_expectation(tmp_path):
+    config = config_with(tmp_path, arc2face_encoder="nowhere/encoder")
+    with pytest.raises(ModelFileError) as error:
+        models.model_path(config, models.ENCODER)
+    message = str(error.value)
+    assert "models.arc2face_encoder" in message
+    assert str(tmp_path / "nowhere/encoder") in message
+    assert "Arc2Face's CLIP text encoder" in message
+    assert "\n" not in message
+
+
+def test_folder_lacking_a_file_lists_it(tmp_path):
+    touch(tmp_path / "encoder/config.json")
+    config = config_with(tmp_path, arc2face_encoder=tmp_path / "encoder")
+    with pytest.raises(ModelFileError, match="lacks pytorch_model.bin"):
+        models.model_path(config, models.ENCODER)
+
+
+def test_complete_folder_is_accepted(tmp_path):
+    touch(tmp_path / "unet/config.json")
+    touch(tmp_path / "unet/diffusion_pytorch_model.safetensors")
+    config = config_with(tmp_path, arc2face_unet="unet")
+    assert models.model_path(config, models.UNET) == tmp_path / "unet"
+
+
+def test_nested_antelopev2_folder_is_recognised(tmp_path):
+    touch(tmp_path / "antelopev2/antelopev2/scrfd_10g_bnkps.onnx")
+    config = config_with(tmp_path, detector="antelopev2/scrfd_10g_bnkps.onnx")
+    with pytest.raises(ModelFileError) as error:
+        models.model_path(config, models.DETECTOR)
+    assert "antelopev2/antelopev2/" in str(error.value)
+    assert "point the key there" in str(error.value)
+
+
+def test_detector_key_pointing_at_the_pack_folder_suggests_the_file(tmp_path):
+    touch(tmp_path / "antelopev2/scrfd_10g_bnkps.onnx")
+    config = config_with(tmp_path, detector="antelopev2")
+    with pytest.raises(ModelFileError, match="did you mean .*scrfd_10g_bnkps.onnx"):
+        models.model_path(config, models.DETECTOR)
+
+
+def test_glintr100_is_refused_as_arcface(tmp_path):
+    touch(tmp_path / "antelopev2/glintr100.onnx")
+    config = config_with(tmp_path, arcface="antelopev2/glintr100.onnx")
+    with pytest.raises(ModelFileError, match="different embedding space"):
+        models.model_path(config, models.ARCFACE)
+
+
+def test_corrupt_encoder_checkpoint_names_the_file(tmp_path):
+    touch(tmp_path / "encoder/config.json")
+    (tmp_path / "encoder/pytorch_model.bin").write_bytes(b"not a pickle")
+    with pytest.raises(ModelFileError, match="pytorch_model.bin could not be read"):
+        models.load_text_encoder(tmp_path / "encoder")
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_encoder_checkpoint_is_loaded_with_weights_only(tmp_path, capsys):
+    touch(tmp_path / "encoder/config.json")
+    with open(tmp_path / "encoder/pytorch_model.bin", "wb") as stream:
+        pickle.dump({"text_model.x": Payload()}, stream)
+    with pytest.raises(ModelFileError, match="could not be read"):
+        models.load_text_encoder(tmp_path / "encoder")
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_resolve_dtype_defaults_to_fp16_on_cuda_and_fp32_on_cpu():
+    assert models.resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    assert models.resolve_dtype("auto", torch.device("cuda")) is torch.float16
+    with pytest.raises(ModelFileError, match="unknown dtype"):
+        models.resolve_dtype("fp8", torch.device("cpu"))
+
+
+def test_unknown_scheduler_names_the_key(tmp_path):
+    with pytest.raises(ModelFileError, match="generation.scheduler"):
+        models.load_scheduler(tmp_path, "pndm-fast")
