@@ -9,6 +9,8 @@ from pathlib import Path
 
 from digi2real.errors import Digi2RealError
 
+CONFIG_HELP = "config YAML file, or the config as inline JSON"
+
 
 def _config(path: str):
     from digi2real.config import load_config
@@ -19,7 +21,11 @@ def _config(path: str):
 def cmd_demo_assets(args) -> int:
     from digi2real.demo import build_demo_assets
 
-    build_demo_assets(Path(args.out))
+    out = Path(args.out)
+    build_demo_assets(out)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    # Written last: the workflow's sign that the demo folder is complete.
+    (out / "built.txt").write_text("\n".join(f for f in files if f != "built.txt") + "\n")
     return 0
 
 
@@ -60,7 +66,7 @@ def cmd_estimate_delta(args) -> int:
 def cmd_plan(args) -> int:
     from digi2real.stages import plan
 
-    plan(_config(args.config), Path(args.embeddings), Path(args.out_dir))
+    plan(_config(args.config), Path(args.embeddings), [Path(p) for p in args.out])
     return 0
 
 
@@ -70,6 +76,23 @@ def cmd_generate(args) -> int:
     return generate_shard(
         _config(args.config), Path(args.plan), Path(args.delta), Path(args.manifest)
     )
+
+
+def cmd_aggregate(args) -> int:
+    from digi2real.dataset import aggregate
+
+    manifest = Path(args.manifest)
+    shards = [Path(p) for p in args.manifests]
+    aggregate(_config(args.config), shards, manifest.parent, manifest, Path(args.dataset))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from digi2real.dataset import report
+
+    card = Path(args.card)
+    report(_config(args.config), Path(args.manifest), card.parent, card, Path(args.samples))
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,13 +106,13 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="select the input images of a dataset")
     p.add_argument("dataset", choices=["digiface", "ffhq"])
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--out", required=True, help="index .parquet to write")
     p.set_defaults(run=cmd_index)
 
     p = sub.add_parser("embed", help="ArcFace embeddings of one shard of an index")
     p.add_argument("dataset", choices=["digiface", "ffhq"])
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--index", required=True)
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
@@ -102,24 +125,44 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_merge_embeddings)
 
     p = sub.add_parser("estimate-delta", help="the realism shift between FFHQ and DigiFace")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--real", required=True, help="FFHQ embeddings .h5")
     p.add_argument("--synthetic", required=True, help="DigiFace embeddings .h5")
     p.add_argument("--out", required=True, help="delta .h5 to write")
     p.set_defaults(run=cmd_estimate_delta)
 
     p = sub.add_parser("plan", help="prototypes, conditions and seeds, one file per shard")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--embeddings", required=True, help="DigiFace embeddings .h5")
-    p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--out", nargs="+", required=True, help="plan files to write, shard 0, 1, ... in order"
+    )
     p.set_defaults(run=cmd_plan)
 
     p = sub.add_parser("generate", help="generate and check one shard (GPU job)")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--plan", required=True, help="plan/<shard>.h5")
     p.add_argument("--delta", required=True)
     p.add_argument("--manifest", required=True, help="shards/<shard>/manifest.parquet to commit")
     p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser("aggregate", help="merge shard manifests, filter, build the dataset")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument(
+        "--manifest", required=True, help="manifest.parquet to write, in the results folder"
+    )
+    p.add_argument("--dataset", required=True, help="dataset folder to write")
+    p.add_argument("manifests", nargs="+", help="shard manifests")
+    p.set_defaults(run=cmd_aggregate)
+
+    p = sub.add_parser("report", help="the dataset card and a sample grid")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
+    p.add_argument(
+        "--card", required=True, help="dataset_card.json to write, in the results folder"
+    )
+    p.add_argument("--samples", required=True, help="sample grid .png to write")
+    p.set_defaults(run=cmd_report)
     return main
 
 

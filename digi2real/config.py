@@ -14,17 +14,25 @@ from digi2real.errors import ConfigError
 Config = dict[str, Any]
 
 
-def load_config(path: str | Path) -> Config:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+def load_config(source: str | Path) -> Config:
+    """A YAML config file, or the config as inline JSON (how the workflow passes each rule the
+    sections it depends on). Relative paths in it are taken from the working directory."""
+    text = str(source)
+    if text.lstrip().startswith("{"):
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"inline config is not valid JSON: {error}") from None
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            config = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at top level")
-    config.setdefault("_base_dir", str(path.resolve().parent))
+        raise ConfigError(f"config {source} must hold a mapping at top level")
     return config
 
 
@@ -55,8 +63,23 @@ def resolve_path(config: Config, key: str, default: Any = ...) -> Path | None:
         return None
     path = Path(str(value)).expanduser()
     if not path.is_absolute():
-        path = Path(config.get("_base_dir", ".")) / path
+        path = Path(config.get("_base_dir", Path.cwd())) / path
     return path
+
+
+def subset(config: Config, keys: list[str]) -> Config:
+    """The parts of `config` at the dotted `keys`, nested as in the config."""
+    result: Config = {}
+    for key in keys:
+        value = get(config, key, None)
+        if value is None:
+            continue
+        node = result
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return result
 
 
 def config_hash(config: Config) -> str:

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from digi2real.config import Config, get, resolve_path
 from digi2real.errors import ConfigError, DataError
 from digi2real.formats import atomic_path
+from digi2real.layout import list_identities, natural_key
 from digi2real.planning import stable_seed
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -37,19 +38,6 @@ class Index:
     def rows_of_shard(self, shard: int, shard_size: int) -> list[int]:
         low, high = shard * shard_size, (shard + 1) * shard_size
         return [row for row, group in enumerate(self.group) if low <= group < high]
-
-
-def _natural_key(name: str) -> tuple[int, int | str]:
-    return (0, int(name)) if name.isdigit() else (1, name)
-
-
-def list_identities(root: Path) -> list[str]:
-    if not root.is_dir():
-        raise DataError(f"config key digiface.root: {root} is not a folder")
-    names = [entry.name for entry in root.iterdir() if entry.is_dir()]
-    if not names:
-        raise DataError(f"config key digiface.root: {root} holds no identity folders")
-    return sorted(names, key=_natural_key)
 
 
 def select_identities(config: Config, available: list[str]) -> list[str]:
@@ -92,7 +80,7 @@ def select_identities(config: Config, available: list[str]) -> list[str]:
 
 def image_files(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(files, key=lambda p: _natural_key(p.stem))
+    return sorted(files, key=lambda p: natural_key(p.stem))
 
 
 def index_digiface(config: Config) -> Index:

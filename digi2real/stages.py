@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-from digi2real import models
+from digi2real import layout, models
 from digi2real.config import Config, config_hash, get
 from digi2real.delta import compute_delta, projected_mean, write_delta
 from digi2real.errors import DataError
@@ -104,32 +103,31 @@ def estimate_delta(config: Config, real: Path, synthetic: Path, output: Path) ->
     write_delta(output, result)
 
 
-def shard_count(n_identities: int, identities_per_shard: int) -> int:
-    return max(1, math.ceil(n_identities / identities_per_shard))
-
-
-def plan(config: Config, embeddings: Path, output_dir: Path) -> list[Path]:
-    """One plan file per generation shard, identities cut in selection order."""
+def plan(config: Config, embeddings: Path, outputs: list[Path]) -> None:
+    """The plan of each generation shard into `outputs` (shard 0, 1, ...), identities cut in
+    selection order. Shards past the last identity (a selection larger than the folder) get
+    empty plans, so the workflow's shard list can follow from the config alone."""
     table = read_embeddings(embeddings)
     identities = list(dict.fromkeys(table.identity))
     if not identities or identities == [""]:
         raise DataError(f"{embeddings}: holds no identities (is it an FFHQ file?)")
     settings = PlanSettings.from_config(config)
     per_shard = get(config, "plan.identities_per_shard", 50, kind=int)
-    n_shards = shard_count(len(identities), per_shard)
-    paths = []
-    for shard in range(n_shards):
+    needed = layout.n_shards(len(identities), per_shard)
+    if len(outputs) < needed:
+        raise DataError(
+            f"{embeddings}: {len(identities)} identities need {needed} shards of "
+            f"plan.identities_per_shard={per_shard}, but {len(outputs)} outputs were given"
+        )
+    for shard, path in enumerate(outputs):
         shard_plan = plan_identities(
             table, identities[shard * per_shard : (shard + 1) * per_shard], settings, shard
         )
         shard_plan.attrs = {
-            "n_shards": n_shards,
+            "n_shards": len(outputs),
             "seed": settings.seed,
             "images_per_identity": settings.images_per_identity,
             "config_sha256": config_hash(config),
         }
-        path = output_dir / f"{shard}.h5"
         write_plan(path, shard_plan)
-        paths.append(path)
-    log.info("plan: %d identities in %d shards", len(identities), n_shards)
-    return paths
+    log.info("plan: %d identities in %d shards", len(identities), len(outputs))

@@ -1,0 +1,33 @@
+# digi2real: privacy-preserving synthetic face-recognition training sets by the Digi2Real method.
+# `snakemake --cores 2` runs the embedded demo; `snakemake --profile slurm` a lab's cluster run.
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="digiface|ffhq",
+    shard=r"\d+",
+
+
+include: "workflow/rules/index.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/delta.smk"
+include: "workflow/rules/plan.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        results("manifest.parquet"),
+        results("dataset_card.json"),
+        results("samples.png"),

@@ -1,0 +1,221 @@
+"""Aggregation: shard manifests -> one manifest, the quality filter, the dataset and its card.
+
+The thresholds are read here only, so changing them re-runs this step and nothing upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from digi2real.config import Config, get
+from digi2real.errors import DataError
+from digi2real.formats import atomic_path
+from digi2real.shards import MANIFEST_COLUMNS, write_manifest
+
+LOW_DET_SCORE = "low_det_score"
+LOW_COS_PROTOTYPE = "low_cos_prototype"
+TOO_FEW_IN_IDENTITY = "too_few_images_in_identity"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_det_score: float = 0.5
+    min_cos_prototype: float = 0.0
+    min_images_per_identity: int = 1
+
+    @classmethod
+    def from_config(cls, config: Config) -> Thresholds:
+        return cls(
+            min_det_score=float(get(config, "quality.min_det_score", 0.5, kind=(int, float))),
+            min_cos_prototype=float(
+                get(config, "quality.min_cos_prototype", 0.0, kind=(int, float))
+            ),
+            min_images_per_identity=get(config, "quality.min_images_per_identity", 1, kind=int),
+        )
+
+
+def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
+    tables = []
+    for manifest in manifests:
+        try:
+            table = pq.read_table(manifest)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise DataError(f"{manifest}: cannot read shard manifest: {error}") from None
+        missing = set(MANIFEST_COLUMNS) - set(table.column_names)
+        if missing:
+            raise DataError(f"{manifest}: not a shard manifest, lacks {sorted(missing)}")
+        prefix = str(manifest.parent.relative_to(results)) + "/"
+        for column in ("raw_path", "aligned_path"):
+            values = table.column(column)
+            relative = pc.if_else(
+                pc.equal(values, ""), "", pc.binary_join_element_wise(prefix, values, "")
+            )
+            table = table.set_column(table.schema.get_field_index(column), column, relative)
+        tables.append(table.select(list(MANIFEST_COLUMNS)))
+    if not tables:
+        raise DataError("no shard manifests to aggregate")
+    return pa.concat_tables(tables)
+
+
+def apply_filter(table: pa.Table, thresholds: Thresholds) -> pa.Table:
+    """Add `passed` and `reject_reason`: the first reason an image fails, empty if it passed."""
+    status = np.asarray(table.column("status").to_pylist(), dtype=object)
+    det = table.column("det_score").to_numpy(zero_copy_only=False).astype(np.float64)
+    cos = table.column("cos_prototype").to_numpy(zero_copy_only=False).astype(np.float64)
+    reason = np.where(status != "ok", status, "").astype(object)
+    ok = reason == ""
+    reason[ok & ~(det >= thresholds.min_det_score)] = LOW_DET_SCORE
+    reason[(reason == "") & ~(cos >= thresholds.min_cos_prototype)] = LOW_COS_PROTOTYPE
+    identities = np.asarray(table.column("identity").to_pylist(), dtype=object)
+    passing = reason == ""
+    names, inverse = np.unique(identities, return_inverse=True)
+    per_identity = np.bincount(inverse, weights=passing, minlength=len(names))
+    too_few = passing & (per_identity[inverse] < thresholds.min_images_per_identity)
+    reason[too_few] = TOO_FEW_IN_IDENTITY
+    passed = reason == ""
+    dataset_path = np.where(
+        passed,
+        np.char.add(
+            np.char.add("dataset/", identities.astype(str)),
+            np.char.add(
+                "/", np.char.add(table.column("image_index").to_numpy().astype(str), ".png")
+            ),
+        ),
+        "",
+    )
+    return (
+        table.append_column("passed", pa.array(passed))
+        .append_column("reject_reason", pa.array(reason.astype(str)))
+        .append_column("dataset_path", pa.array(dataset_path.astype(str)))
+    )
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or one without hard links
+        shutil.copyfile(source, target)
+
+
+def write_dataset(table: pa.Table, results: Path, dataset: Path) -> None:
+    """ImageFolder layout of the passed aligned crops, built aside and renamed into place."""
+    staging = dataset.with_name(f".{dataset.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    passed = table.filter(table.column("passed"))
+    made: set[str] = set()
+    for identity, aligned, target in zip(
+        passed.column("identity").to_pylist(),
+        passed.column("aligned_path").to_pylist(),
+        passed.column("dataset_path").to_pylist(),
+        strict=True,
+    ):
+        if identity not in made:
+            (staging / identity).mkdir()
+            made.add(identity)
+        link_or_copy(results / aligned, staging / Path(target).relative_to("dataset"))
+    shutil.rmtree(dataset, ignore_errors=True)
+    os.replace(staging, dataset)
+
+
+def aggregate(config: Config, manifests: list[Path], results: Path, manifest: Path, dataset: Path):
+    table = apply_filter(read_shard_manifests(manifests, results), Thresholds.from_config(config))
+    write_dataset(table, results, dataset)
+    write_manifest(table, manifest)
+    return table
+
+
+# --- the dataset card ---------------------------------------------------------------------
+
+
+def percentiles(values: np.ndarray) -> dict[str, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return {}
+    return {f"p{q}": round(float(np.percentile(values, q)), 4) for q in (5, 25, 50, 75, 95)}
+
+
+def dataset_card(table: pa.Table, config: Config, model_hashes: dict[str, str]) -> dict:
+    from digi2real.config import config_hash
+
+    status = np.asarray(table.column("status").to_pylist(), dtype=object)
+    reasons = np.asarray(table.column("reject_reason").to_pylist(), dtype=object)
+    passed = table.column("passed").to_numpy(zero_copy_only=False)
+    identities = np.asarray(table.column("identity").to_pylist(), dtype=object)
+    generated = (status != "skipped") & (status != "failed")
+    ok = status == "ok"
+    kept = sorted(set(identities[passed]))
+    values, counts = np.unique(reasons[~passed], return_counts=True)
+
+    def column(name):
+        return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    return {
+        "planned_images": int(len(table)),
+        "generated_images": int(generated.sum()),
+        "passed_images": int(passed.sum()),
+        "rejected_by_reason": {str(v): int(c) for v, c in zip(values, counts, strict=True)},
+        "identities_planned": int(len(set(identities))),
+        "identities_kept": len(kept),
+        "images_per_kept_identity": round(float(passed.sum()) / max(len(kept), 1), 2),
+        "similarity": {
+            "cos_prototype": percentiles(column("cos_prototype")[ok]),
+            "cos_condition": percentiles(column("cos_condition")[ok]),
+            "det_score": percentiles(column("det_score")[ok]),
+        },
+        "thresholds": Thresholds.from_config(config).__dict__,
+        "config_sha256": config_hash(config),
+        "model_sha256": model_hashes,
+    }
+
+
+def sample_grid(
+    table: pa.Table, results: Path, path: Path, rows: int = 8, per_row: int = 8
+) -> None:
+    """Passed aligned crops, one identity a row: the picture a person checks first."""
+    passed = table.filter(table.column("passed"))
+    by_identity: dict[str, list[str]] = {}
+    for identity, image in zip(
+        passed.column("identity").to_pylist(),
+        passed.column("dataset_path").to_pylist(),
+        strict=True,
+    ):
+        if len(by_identity) < rows or identity in by_identity:
+            by_identity.setdefault(identity, []).append(image)
+    grid = Image.new("RGB", (112 * per_row, 112 * max(1, len(by_identity))), (255, 255, 255))
+    for row, images in enumerate(by_identity.values()):
+        for col, image in enumerate(images[:per_row]):
+            with Image.open(results / image) as crop:
+                grid.paste(crop.convert("RGB"), (112 * col, 112 * row))
+    with atomic_path(path) as temporary:
+        grid.save(temporary, format="PNG")
+
+
+def report(config: Config, manifest: Path, results: Path, card: Path, samples: Path) -> dict:
+    from digi2real import models
+
+    started = time.monotonic()
+    table = pq.read_table(manifest)
+    specs = models.FACE_MODELS + models.GENERATION_MODELS
+    hashes = models.model_hashes(config, specs)
+    content = dataset_card(table, config, hashes)
+    shard_times = [p.stat().st_mtime for p in (results / "shards").glob("*/manifest.parquet")]
+    index_times = [p.stat().st_mtime for p in (results / "index").glob("*.parquet")]
+    if shard_times and index_times:
+        content["wall_time_s"] = round(max(shard_times) - min(index_times), 1)
+    sample_grid(table, results, samples)
+    with atomic_path(card) as temporary:
+        temporary.write_text(json.dumps(content, indent=2) + "\n")
+    content["report_seconds"] = time.monotonic() - started
+    return content

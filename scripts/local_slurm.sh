@@ -1,0 +1,496 @@
+#!/usr/bin/env bash
+# Bring up / take down a real one-node SLURM cluster (with accounting) on
+# localhost, so the tests can drive the real snakemake-executor-plugin-slurm
+# through real sbatch/squeue/sacct instead of mocks.
+#
+#   scripts/local_slurm.sh up [STATE_DIR]     install if needed, start, wait for idle
+#   scripts/local_slurm.sh down [STATE_DIR]   stop every daemon by its pid file
+#   scripts/local_slurm.sh status             exit 0 iff sinfo and sacct answer
+#   scripts/local_slurm.sh can-run            exit 0 iff this machine can host it
+#
+# Made for Debian 12 (Slurm 22.05, MariaDB 10.11) as root without systemd
+# (containers, CI VMs): apt does not start services there, so every daemon is
+# started by hand and stopped by the PID in its pid file. See
+# scripts/README-local-slurm.md and /work/shared/SLURM.md for the background.
+set -euo pipefail
+
+readonly DEFAULT_STATE_DIR=/tmp/digi2real-slurm
+readonly PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
+# Binaries that must exist for the cluster to be started without installing.
+readonly BINARIES=(slurmctld slurmd sbatch sacct sacctmgr sinfo munged
+	slurmdbd mariadbd mariadb-install-db mariadb mariadb-admin)
+readonly CONF_DIR=/etc/slurm # where Debian's Slurm looks for its config
+readonly CLUSTER_NAME=digi2real
+readonly ACCOUNT_NAME=digi2real
+readonly PARTITION_NAME=debug
+# A non-default port, so an unrelated MariaDB on 3306 cannot collide with ours.
+readonly DB_PORT="${D2R_SLURM_DB_PORT:-33306}"
+# The DB only listens on 127.0.0.1 and only holds throwaway accounting data,
+# so a fixed password is good enough and keeps `up` re-runnable.
+readonly DB_PASS=slurm-local-only
+readonly IDLE_TIMEOUT="${D2R_SLURM_IDLE_TIMEOUT:-90}"
+
+log() { printf '[local_slurm] %s\n' "$*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+usage() {
+	sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+have_all_binaries() {
+	local b
+	for b in "${BINARIES[@]}"; do
+		# Daemons live in /usr/sbin, which may not be on a non-login PATH.
+		command -v "$b" >/dev/null 2>&1 || [[ -x /usr/sbin/$b ]] || return 1
+	done
+}
+
+# Prints the reason and returns 1 when this machine cannot host the cluster.
+can_run() {
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "local SLURM cluster needs root (daemons, /etc/slurm, /run/munge); running as $(id -un)"
+		return 1
+	fi
+	if ! have_all_binaries && ! command -v apt-get >/dev/null 2>&1; then
+		echo "SLURM/munge/MariaDB binaries missing and no apt-get to install them"
+		return 1
+	fi
+	if ! hostname -s >/dev/null 2>&1; then
+		echo "'hostname -s' fails; Slurm needs a node name"
+		return 1
+	fi
+	return 0
+}
+
+install_packages() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$p")
+	done
+	((${#missing[@]} == 0)) && return 0
+	log "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	# Only refresh the package lists when apt cannot see a candidate for a
+	# missing package (fresh image without lists): update is the slow part.
+	for p in "${missing[@]}"; do
+		if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+			log "apt-get update (no candidate for $p)"
+			apt-get update -qq
+			break
+		fi
+	done
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- pid-file helpers ----------------------------------------------------------
+
+pid_alive() { # pidfile -> 0 when the process it names exists
+	local pid
+	[[ -s $1 ]] || return 1
+	pid=$(<"$1")
+	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+wait_until() { # timeout_s description command... -> polls every 0.2 s
+	local timeout=$1 what=$2 start
+	shift 2
+	start=$SECONDS
+	until "$@" >/dev/null 2>&1; do
+		if ((SECONDS - start >= timeout)); then
+			log "timed out after ${timeout}s waiting for $what"
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+# Sends TERM to the pids in the given pid files together, waits up to 30 s for
+# all of them to exit, then KILLs what is left. Together, not one by one: each
+# daemon takes 1-3 s to shut down.
+stop_by_pidfiles() { # name=pidfile...
+	local arg name pidfile pid pids=() deadline
+	for arg in "$@"; do
+		name=${arg%%=*} pidfile=${arg#*=}
+		if pid_alive "$pidfile"; then
+			pid=$(<"$pidfile")
+			log "stopping $name (pid $pid)"
+			kill -TERM "$pid" 2>/dev/null || true
+			pids+=("$pid")
+		fi
+		rm -f "$pidfile"
+	done
+	deadline=$((SECONDS + 30))
+	for pid in "${pids[@]}"; do
+		while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+			sleep 0.2
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			log "pid $pid did not exit 30 s after TERM; sending KILL"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	done
+}
+
+# --- paths -----------------------------------------------------------------------
+
+set_paths() {
+	STATE_DIR=$(realpath -m "${1:-$DEFAULT_STATE_DIR}")
+	LOG_DIR=$STATE_DIR/log
+	RUN_DIR=$STATE_DIR/run
+	MUNGE_DIR=$STATE_DIR/munge # owned by munge: its pid and log files
+	DB_DIR=$STATE_DIR/mysql    # owned by mysql: MariaDB datadir, socket, pid
+	DB_SOCK=$DB_DIR/mysqld.sock
+	DB_PID=$DB_DIR/mysqld.pid
+	MUNGE_PID=$MUNGE_DIR/munged.pid
+	DBD_PID=$RUN_DIR/slurmdbd.pid
+	CTLD_PID=$RUN_DIR/slurmctld.pid
+	SLURMD_PID=$RUN_DIR/slurmd.pid
+}
+
+tail_logs() {
+	local f
+	for f in "$LOG_DIR"/*.log "$LOG_DIR"/*.stdout "$MUNGE_DIR"/munged.log \
+		"$DB_DIR"/mariadb.log; do
+		# Skip empty files and the chatty install log (shown if install fails).
+		[[ -s $f && $f != */mariadb-install.log ]] || continue
+		printf '\n===== tail %s =====\n' "$f" >&2
+		tail -n 25 "$f" >&2
+	done
+}
+
+# --- config ----------------------------------------------------------------------
+
+write_configs() {
+	local host cpus mem_mb
+	host=$(hostname -s)
+	cpus=$(nproc)
+	mem_mb=$(free -m | awk '/^Mem:/ { print $2 }')
+	# Leave a little headroom: slurmd derives RealMemory from /proc/meminfo
+	# itself, and a node configured with more memory than slurmd finds is
+	# drained ("Low RealMemory").
+	mem_mb=$((mem_mb * 95 / 100))
+	mkdir -p "$CONF_DIR"
+
+	# Written to a temp file and only moved over when it changed, so an `up`
+	# on a running cluster with the same settings does not touch anything.
+	local tmp
+	tmp=$(mktemp)
+	cat >"$tmp" <<EOF
+# Generated by scripts/local_slurm.sh: a one-node test cluster. Edits are lost.
+ClusterName=$CLUSTER_NAME
+SlurmctldHost=$host(127.0.0.1)
+# root runs everything: a test cluster with its state under $STATE_DIR.
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CryptoType=crypto/munge
+MpiDefault=none
+# No mail here; the default (/bin/mail) is missing and slurmctld logs an error.
+MailProg=/bin/true
+# No cgroups in containers: track processes by walking /proc, no task binding.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/linux
+ReturnToService=2
+# Use the node line below even if slurmd sees other hardware (containers,
+# cgroup-limited CPUs): otherwise a mismatch drains the node.
+SlurmdParameters=config_overrides
+StateSaveLocation=$STATE_DIR/slurmctld
+SlurmdSpoolDir=$STATE_DIR/slurmd
+SlurmctldPidFile=$CTLD_PID
+SlurmdPidFile=$SLURMD_PID
+SlurmctldLogFile=$LOG_DIR/slurmctld.log
+SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+# Without a default, a job gets the whole node's memory and jobs run one by one.
+DefMemPerCPU=1024
+# Keep finished jobs visible to squeue for a while (plugin fallback, debugging).
+MinJobAge=300
+# Short grace between SIGTERM and SIGKILL on scancel/timeout: tests stay quick.
+KillWait=5
+InactiveLimit=0
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStorageTRES=gres/gpu
+GresTypes=gpu
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:1 State=UNKNOWN
+PartitionName=$PARTITION_NAME Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+	install_if_changed "$tmp" "$CONF_DIR/slurm.conf" 644
+
+	tmp=$(mktemp)
+	cat >"$tmp" <<EOF
+# Generated by scripts/local_slurm.sh. A pretend GPU: Slurm schedules it and
+# sets CUDA_VISIBLE_DEVICES=0, but there is no device behind it.
+AutoDetect=off
+Name=gpu File=/dev/null
+EOF
+	install_if_changed "$tmp" "$CONF_DIR/gres.conf" 644
+
+	tmp=$(mktemp)
+	cat >"$tmp" <<EOF
+# Generated by scripts/local_slurm.sh.
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+SlurmUser=root
+PidFile=$DBD_PID
+LogFile=$LOG_DIR/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+# 127.0.0.1, not localhost: "localhost" makes the MySQL client use the default
+# unix socket (/run/mysqld), not ours.
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+EOF
+	# slurmdbd refuses a slurmdbd.conf readable by others (it holds a password).
+	install_if_changed "$tmp" "$CONF_DIR/slurmdbd.conf" 600
+}
+
+CONFIG_CHANGED=0
+install_if_changed() { # tmpfile dest mode
+	if [[ -f $2 ]] && cmp -s "$1" "$2"; then
+		rm -f "$1"
+	else
+		install -m "$3" -o root -g root "$1" "$2"
+		rm -f "$1"
+		CONFIG_CHANGED=1
+	fi
+}
+
+# --- daemons -------------------------------------------------------------------------
+
+start_munge() {
+	pid_alive "$MUNGE_PID" && return 0
+	# Debian's postinst normally creates the key; images built without it
+	# (or with it wiped) need one, owned by munge and private.
+	if [[ ! -s /etc/munge/munge.key ]]; then
+		log "creating /etc/munge/munge.key"
+		if command -v mungekey >/dev/null 2>&1; then
+			mungekey --create --keyfile=/etc/munge/munge.key --force
+		else
+			dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+		fi
+	fi
+	chown munge:munge /etc/munge/munge.key
+	chmod 400 /etc/munge/munge.key
+	# /run is a tmpfs on most machines: the socket dir is gone after a reboot,
+	# and munged refuses a socket dir it does not own.
+	install -d -m 755 -o munge -g munge /run/munge
+	install -d -m 700 -o munge -g munge "$MUNGE_DIR"
+	# munged refuses to run as root; it daemonizes itself.
+	runuser -u munge -- /usr/sbin/munged \
+		--pid-file="$MUNGE_PID" --log-file="$MUNGE_DIR/munged.log" \
+		</dev/null >>"$LOG_DIR/munged.stdout" 2>&1
+	wait_until 10 "munged" munge -n ||
+		{
+			tail_logs
+			die "munged did not come up"
+		}
+}
+
+start_mariadb() {
+	pid_alive "$DB_PID" && return 0
+	install -d -m 755 -o mysql -g mysql "$DB_DIR"
+	if [[ ! -d $DB_DIR/mysql ]]; then
+		log "initialising MariaDB datadir $DB_DIR"
+		# --no-defaults: ignore Debian's /etc/mysql config (datadir, socket,
+		# port), so this instance cannot clash with a system MariaDB.
+		mariadb-install-db --no-defaults --user=mysql --datadir="$DB_DIR" \
+			--skip-test-db >"$LOG_DIR/mariadb-install.log" 2>&1 ||
+			{
+				tail -n 30 "$LOG_DIR/mariadb-install.log" >&2
+				die "mariadb-install-db failed"
+			}
+	fi
+	# mariadbd does not daemonize: detach it, with every stdio stream
+	# redirected so a caller reading our stdout (subprocess pipes) does not
+	# wait for it. The error log goes into the mysql-owned datadir: mariadbd
+	# opens it after dropping to user mysql, which cannot write $LOG_DIR.
+	# Lock wait timeout as slurmdbd recommends (it also warns about the
+	# buffer pool size, wanting GiBs; harmless here).
+	setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DB_DIR" \
+		--socket="$DB_SOCK" --pid-file="$DB_PID" \
+		--bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve \
+		--innodb-lock-wait-timeout=900 --log-error="$DB_DIR/mariadb.log" \
+		</dev/null >>"$LOG_DIR/mariadb.stdout" 2>&1 &
+	wait_until 60 "MariaDB" mariadb-admin --no-defaults -S "$DB_SOCK" -u root ping ||
+		{
+			tail_logs
+			die "MariaDB did not come up"
+		}
+	# root@localhost authenticates by unix socket as OS root. Both hosts:
+	# with --skip-name-resolve a TCP client from 127.0.0.1 matches only the IP.
+	mariadb --no-defaults -S "$DB_SOCK" -u root <<EOF
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+FLUSH PRIVILEGES;
+EOF
+}
+
+start_slurmdbd() {
+	pid_alive "$DBD_PID" && return 0
+	/usr/sbin/slurmdbd </dev/null >>"$LOG_DIR/slurmdbd.stdout" 2>&1
+	# The first start creates the accounting tables: give it time.
+	wait_until 60 "slurmdbd" sacctmgr -n list cluster ||
+		{
+			tail_logs
+			die "slurmdbd did not come up"
+		}
+}
+
+add_associations() {
+	# `sacctmgr add` fails when the entity exists; look first so re-runs are clean.
+	if [[ -z $(sacctmgr -n -P list cluster "$CLUSTER_NAME" format=cluster) ]]; then
+		sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null
+	fi
+	if [[ -z $(sacctmgr -n -P list account "$ACCOUNT_NAME" format=account) ]]; then
+		sacctmgr -i add account "$ACCOUNT_NAME" cluster="$CLUSTER_NAME" \
+			description="digi2real tests" organization=digi2real >/dev/null
+	fi
+	local u
+	for u in root ${SUDO_USER:+"$SUDO_USER"}; do
+		if [[ -z $(sacctmgr -n -P list assoc user="$u" account="$ACCOUNT_NAME" \
+			cluster="$CLUSTER_NAME" format=user) ]]; then
+			sacctmgr -i add user "$u" account="$ACCOUNT_NAME" \
+				defaultaccount="$ACCOUNT_NAME" cluster="$CLUSTER_NAME" >/dev/null
+		fi
+	done
+}
+
+start_slurm() {
+	# A changed slurm.conf/gres.conf only takes effect after a restart.
+	if ((CONFIG_CHANGED)); then
+		stop_by_pidfiles slurmd="$SLURMD_PID" slurmctld="$CTLD_PID"
+	fi
+	if ! pid_alive "$CTLD_PID"; then
+		/usr/sbin/slurmctld </dev/null >>"$LOG_DIR/slurmctld.stdout" 2>&1
+	fi
+	if ! pid_alive "$SLURMD_PID"; then
+		/usr/sbin/slurmd </dev/null >>"$LOG_DIR/slurmd.stdout" 2>&1
+	fi
+}
+
+node_idle() {
+	local states
+	states=$(timeout 10 sinfo -h -o %t 2>/dev/null) || return 1
+	[[ $states == idle ]]
+}
+
+conf_value() { # file key -> value of key=value in a Slurm config file
+	[[ -r $1 ]] && sed -n "s/^$2=//p" "$1" | tail -n 1
+}
+
+cluster_answers() {
+	local state pidfile
+	# Fail fast when the daemons are not running: sinfo alone retries for ~9 s
+	# against a dead slurmctld. Their pid files are named in the configs.
+	for pidfile in "$(conf_value "$CONF_DIR/slurm.conf" SlurmctldPidFile)" \
+		"$(conf_value "$CONF_DIR/slurmdbd.conf" PidFile)"; do
+		[[ -n $pidfile ]] && pid_alive "$pidfile" || return 1
+	done
+	state=$(timeout 15 sinfo -h -o %t 2>/dev/null) || return 1
+	[[ $state =~ ^(idle|mix|mixed|alloc|allocated)$ ]] || return 1
+	timeout 15 sacct -n -X -S now-1minutes >/dev/null 2>&1
+}
+
+cmd_up() {
+	set_paths "${1:-}"
+	local reason t_all t0 t_install t_start
+	reason=$(can_run) || die "$reason"
+	t_all=$(now)
+	t0=$t_all
+	install_packages
+	t_install=$(elapsed "$t0")
+	t0=$(now)
+	# A cluster running from another STATE_DIR would clash (munge socket,
+	# ports) with a second one; refuse instead of half-starting.
+	local running_state
+	running_state=$(conf_value "$CONF_DIR/slurm.conf" StateSaveLocation || true)
+	running_state=${running_state%/slurmctld}
+	if [[ -n $running_state && $running_state != "$STATE_DIR" ]] &&
+		pid_alive "$(conf_value "$CONF_DIR/slurm.conf" SlurmctldPidFile || true)"; then
+		die "a cluster is running with state in $running_state; run '$0 down $running_state' first"
+	fi
+	install -d -m 755 "$STATE_DIR" "$LOG_DIR" "$RUN_DIR" \
+		"$STATE_DIR/slurmctld" "$STATE_DIR/slurmd"
+	write_configs
+	if ((!CONFIG_CHANGED)) && cluster_answers; then
+		log "already up (checked in $(elapsed "$t_all")s; state in $STATE_DIR)"
+		return 0
+	fi
+	start_munge
+	start_mariadb
+	start_slurmdbd
+	add_associations
+	start_slurm
+	if ! wait_until "$IDLE_TIMEOUT" "node to be idle (sinfo -h -o %t)" node_idle; then
+		log "sinfo says: $(sinfo -h -o '%t %E' 2>&1 || true)"
+		tail_logs
+		die "SLURM node not idle after ${IDLE_TIMEOUT}s"
+	fi
+	t_start=$(elapsed "$t0")
+	log "up in $(elapsed "$t_all")s (install ${t_install}s, start ${t_start}s); state in $STATE_DIR, partition $PARTITION_NAME, account $ACCOUNT_NAME"
+}
+
+cmd_down() {
+	set_paths "${1:-}"
+	# Jobs' slurmstepd processes outlive slurmd: cancel jobs first so nothing
+	# of the cluster is left running, but never wait long on a sick cluster.
+	if pid_alive "$CTLD_PID" && timeout 10 squeue -h -o %i >/dev/null 2>&1; then
+		local jobs
+		jobs=$(timeout 10 squeue -h -o %i 2>/dev/null || true)
+		if [[ -n $jobs ]]; then
+			log "cancelling jobs: $(echo "$jobs" | tr '\n' ' ')"
+			# shellcheck disable=SC2086 # one job id per word
+			timeout 10 scancel $jobs || true
+			wait_until 30 "jobs to end" jobs_gone || true
+		fi
+	fi
+	# In dependency order: slurmctld reports to slurmdbd while shutting down,
+	# slurmdbd needs MariaDB, and all Slurm daemons authenticate with munge.
+	stop_by_pidfiles slurmd="$SLURMD_PID" slurmctld="$CTLD_PID"
+	stop_by_pidfiles slurmdbd="$DBD_PID"
+	stop_by_pidfiles mariadb="$DB_PID" munged="$MUNGE_PID"
+	log "down"
+}
+
+jobs_gone() {
+	[[ -z $(timeout 10 squeue -h -t PD,R,CG,S -o %i 2>/dev/null) ]]
+}
+
+main() {
+	local cmd=${1:-}
+	shift || true
+	# The daemons and sacctmgr live in /usr/sbin; add it for non-login shells.
+	case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin ;; esac
+	case $cmd in
+	up) cmd_up "$@" ;;
+	down) cmd_down "$@" ;;
+	status) cluster_answers ;;
+	can-run) can_run ;;
+	-h | --help | help) usage ;;
+	*)
+		usage >&2
+		exit 2
+		;;
+	esac
+}
+
+main "$@"

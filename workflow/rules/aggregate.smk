@@ -1,0 +1,23 @@
+rule aggregate:
+    input:
+        expand(results("shards/{shard}/manifest.parquet"), shard=GENERATION_SHARDS),
+    output:
+        manifest=results("manifest.parquet"),
+        csv=results("manifest.csv"),
+        dataset=directory(results("dataset")),
+    log:
+        results("logs/aggregate.log"),
+    benchmark:
+        results("benchmarks/aggregate.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        # The quality thresholds are read here only: changing them never regenerates images.
+        config=settings(
+            "quality.min_det_score",
+            "quality.min_cos_prototype",
+            "quality.min_images_per_identity",
+        ),
+    shell:
+        "python -m digi2real aggregate --config {params.config:q}"
+        " --manifest {output.manifest} --dataset {output.dataset} {input} > {log} 2>&1"

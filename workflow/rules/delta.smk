@@ -1,0 +1,23 @@
+rule estimate_delta:
+    input:
+        real=results("embeddings/ffhq.h5"),
+        synthetic=results("embeddings/digiface.h5"),
+    output:
+        results("delta.h5"),
+    log:
+        results("logs/estimate_delta.log"),
+    benchmark:
+        results("benchmarks/estimate_delta.tsv")
+    conda:
+        "../../envs/gpu.yaml"
+    params:
+        config=settings(
+            "models.arc2face_encoder",
+            "models.tokenizer",
+            "delta.mode",
+            "delta.chunk_size",
+            "generation.device",
+        ),
+    shell:
+        "python -m digi2real estimate-delta --config {params.config:q} --real {input.real}"
+        " --synthetic {input.synthetic} --out {output} > {log} 2>&1"

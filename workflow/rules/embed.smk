@@ -1,0 +1,32 @@
+rule embed:
+    input:
+        results("index/{dataset}.parquet"),
+    output:
+        results("embeddings/{dataset}/{shard}.h5"),
+    log:
+        results("logs/embed/{dataset}/{shard}.log"),
+    benchmark:
+        results("benchmarks/embed/{dataset}/{shard}.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        config=embed_settings,
+        shard_size=embed_shard_size,
+    shell:
+        "python -m digi2real embed {wildcards.dataset} --config {params.config:q} --index {input}"
+        " --shard {wildcards.shard} --shard-size {params.shard_size} --out {output} > {log} 2>&1"
+
+
+rule merge_embeddings:
+    input:
+        lambda wildcards: embed_shards(wildcards.dataset),
+    output:
+        results("embeddings/{dataset}.h5"),
+    log:
+        results("logs/merge_embeddings/{dataset}.log"),
+    benchmark:
+        results("benchmarks/merge_embeddings/{dataset}.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    shell:
+        "python -m digi2real merge-embeddings --out {output} {input} > {log} 2>&1"

@@ -1,0 +1,27 @@
+rule generate:
+    input:
+        plan=results("plan/{shard}.h5"),
+        delta=results("delta.h5"),
+    output:
+        # The shard's commit record, written last. Its images live beside it but are not
+        # declared: Snakemake would delete them before a rerun, and a rerun resumes from them.
+        results("shards/{shard}/manifest.parquet"),
+    log:
+        results("logs/generate/{shard}.log"),
+    benchmark:
+        results("benchmarks/generate/{shard}.tsv")
+    conda:
+        "../../envs/gpu.yaml"
+    params:
+        config=settings(
+            "seed",
+            "models",
+            "generation",
+            "delta.scale",
+            "plan.images_per_identity",
+            "face",
+            "quality.face",
+        ),
+    shell:
+        "python -m digi2real generate --config {params.config:q} --plan {input.plan}"
+        " --delta {input.delta} --manifest {output} > {log} 2>&1"
