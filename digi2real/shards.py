@@ -126,12 +126,16 @@ def generate_missing(
         if should_stop():
             break
         batch = todo[start : start + batch_size]
+        # A short last batch is padded with copies of its last image: every image is then made
+        # in a batch of exactly batch_size, so on the CPU it is bitwise the same whatever the
+        # shard size and however often the shard was resumed.
+        padded = batch + [batch[-1]] * (batch_size - len(batch))
         images = generator.generate(
-            np.stack([plan.condition[i] for i in batch]),
-            [plan.seed[i] for i in batch],
+            np.stack([plan.condition[i] for i in padded]),
+            [plan.seed[i] for i in padded],
             should_stop,
         )
-        for i, image in zip(batch, images, strict=True):
+        for i, image in zip(batch, images[: len(batch)], strict=True):
             if not np.all(np.isfinite(image)):
                 failures[i] = "generated image has non-finite pixels"
                 continue

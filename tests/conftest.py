@@ -22,7 +22,9 @@ def write_demo_config(folder: Path, demo_root: Path, **overrides) -> Path:
     """The repo's config.yaml, pointed at `demo_root`, with dotted-key overrides."""
     text = (REPO / "config.yaml").read_text().replace("demo/", f"{demo_root}/")
     config = yaml.safe_load(text)
-    config["results"] = str(folder / "results")
+    # Relative, so that Snakemake (run with --directory folder) keys its metadata by paths
+    # that stay valid when a test copies the folder.
+    config["results"] = "results"
     for dotted, value in overrides.items():
         node = config
         *parents, last = dotted.split(".")

@@ -66,7 +66,10 @@ def test_streaming_delta_equals_in_memory(files, chunk):
 
 def test_pooled_delta_is_the_token_mean_on_every_token(files):
     folder, real, synthetic = files
-    means = [projected_mean(project, iter_ok_embeddings(folder / f"{n}.h5", 5)) for n in ("real", "synthetic")]
+    means = [
+        projected_mean(project, iter_ok_embeddings(folder / f"{n}.h5", 5))
+        for n in ("real", "synthetic")
+    ]
     pooled = compute_delta(*means, mode="pooled").delta
     expected = in_memory_delta(real, synthetic).mean(axis=0)
     for token in range(77):
@@ -75,19 +78,25 @@ def test_pooled_delta_is_the_token_mean_on_every_token(files):
 
 def test_no_ok_embedding_is_a_clear_error():
     with pytest.raises(DataError, match="no embeddings with status ok"):
-        StreamingMean().mean
+        _ = StreamingMean().mean
 
 
 def test_unknown_mode_is_rejected(files):
     folder, _, _ = files
-    means = [projected_mean(project, iter_ok_embeddings(folder / f"{n}.h5", 8)) for n in ("real", "synthetic")]
+    means = [
+        projected_mean(project, iter_ok_embeddings(folder / f"{n}.h5", 8))
+        for n in ("real", "synthetic")
+    ]
     with pytest.raises(ValueError, match="unknown delta mode"):
         compute_delta(*means, mode="cls")
 
 
 def test_delta_file_round_trip(files, tmp_path):
     folder, _, _ = files
-    means = [projected_mean(project, iter_ok_embeddings(folder / f"{n}.h5", 8)) for n in ("real", "synthetic")]
+    means = [
+        projected_mean(project, iter_ok_embeddings(folder / f"{n}.h5", 8))
+        for n in ("real", "synthetic")
+    ]
     result = compute_delta(*means)
     result.attrs = {"encoder_sha256": "abc"}
     write_delta(tmp_path / "delta.h5", result)

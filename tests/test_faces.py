@@ -90,7 +90,9 @@ class FakeRecognizer:
 
     def get_feat(self, images):
         self.batches.append(len(images))
-        features = np.stack([np.resize(image.astype(np.float32).ravel(), 512) + 1 for image in images])
+        features = np.stack(
+            [np.resize(image.astype(np.float32).ravel(), 512) + 1 for image in images]
+        )
         for k, image in enumerate(images):
             if tuple(image[56, 56]) == (0, 0, 255):
                 features[k] = np.nan

@@ -1,10 +1,14 @@
-"""Generation through the package equals diffusers' own pipeline, and does not depend on batching."""
+"""Generation through the package equals diffusers' own pipeline, whatever the batch."""
 
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline
-from diffusers import UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DPMSolverMultistepScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 
 from digi2real import models
 from digi2real.generation import (
@@ -55,7 +59,12 @@ def conditions(n, seed=0):
 
 def test_defaults_are_the_methods():
     settings = GenerationSettings.from_config({})
-    assert (settings.steps, settings.guidance, settings.height, settings.width) == (25, 3.0, 512, 512)
+    assert (settings.steps, settings.guidance, settings.height, settings.width) == (
+        25,
+        3.0,
+        512,
+        512,
+    )
     assert settings.scheduler == "dpmsolver++" and settings.delta_scale == 1.0
     lcm = GenerationSettings.from_config({"models": {"lcm_lora": "x.safetensors"}})
     assert (lcm.steps, lcm.guidance, lcm.scheduler) == (4, 1.0, "lcm")
@@ -115,7 +124,9 @@ def test_generation_equals_diffusers_pipeline_called_directly(config, generator,
 def test_an_image_does_not_depend_on_its_batch(generator):
     cond, seeds = conditions(4, seed=2), [101, 102, 103, 104]
     batched = generator.generate(cond, seeds)
-    singles = np.concatenate([generator.generate(cond[k : k + 1], seeds[k : k + 1]) for k in range(4)])
+    singles = np.concatenate(
+        [generator.generate(cond[k : k + 1], seeds[k : k + 1]) for k in range(4)]
+    )
     difference = np.abs(batched - singles).max()
     assert difference <= BATCH_TOLERANCE, difference
     # Same batch, same order, same inputs: bitwise.

@@ -105,7 +105,9 @@ def test_plan_is_independent_of_how_identities_are_sharded():
     table = table_for({"0": 3, "1": 4, "2": 2, "3": 5})
     settings = PlanSettings(images_per_identity=5, t_mode="uniform", t_low=0.2, t_high=0.8)
     whole = plan_identities(table, ["0", "1", "2", "3"], settings, shard=0)
-    halves = [plan_identities(table, ids, settings, s) for s, ids in enumerate([["0", "1"], ["2", "3"]])]
+    halves = [
+        plan_identities(table, ids, settings, s) for s, ids in enumerate([["0", "1"], ["2", "3"]])
+    ]
     assert whole.seed == halves[0].seed + halves[1].seed
     assert whole.t == halves[0].t + halves[1].t
     assert whole.source_path == halves[0].source_path + halves[1].source_path
@@ -156,7 +158,9 @@ def test_identities_with_too_few_ok_images_are_skipped_with_the_reason():
 
 def test_plan_file_round_trip(tmp_path):
     table = table_for({"0": 3, "1": 1})
-    plan = plan_identities(table, ["0", "1"], PlanSettings(images_per_identity=3, min_source_images=2), 4)
+    plan = plan_identities(
+        table, ["0", "1"], PlanSettings(images_per_identity=3, min_source_images=2), 4
+    )
     plan.attrs = {"seed": 0, "n_shards": 5}
     write_plan(tmp_path / "4.h5", plan)
     back = read_plan(tmp_path / "4.h5")

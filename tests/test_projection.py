@@ -38,7 +38,9 @@ def reference_projection(encoder, tokenizer, arcface: torch.Tensor) -> torch.Ten
     causal = torch.full((77, 77), -math.inf, dtype=torch.float64).triu(1)
 
     def layer_norm(x, name):
-        return F.layer_norm(x, (hidden,), w[f"{name}.weight"], w[f"{name}.bias"], config.layer_norm_eps)
+        return F.layer_norm(
+            x, (hidden,), w[f"{name}.weight"], w[f"{name}.bias"], config.layer_norm_eps
+        )
 
     def linear(x, name):
         return x @ w[f"{name}.weight"].T + w[f"{name}.bias"]
@@ -56,7 +58,9 @@ def reference_projection(encoder, tokenizer, arcface: torch.Tensor) -> torch.Ten
                 for n in "qkv"
             )
             attention = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(head_dim) + causal, dim=-1)
-            x = x + linear((attention @ v).transpose(0, 1).reshape(77, hidden), f"{p}.self_attn.out_proj")
+            x = x + linear(
+                (attention @ v).transpose(0, 1).reshape(77, hidden), f"{p}.self_attn.out_proj"
+            )
             h = linear(layer_norm(x, f"{p}.layer_norm2"), f"{p}.mlp.fc1")
             h = h * torch.sigmoid(1.702 * h)  # quick_gelu, CLIP's activation
             x = x + linear(h, f"{p}.mlp.fc2")
@@ -141,7 +145,9 @@ def test_loader_reads_the_4_36_checkpoint_as_the_model_it_was_saved_from(tmp_pat
     config = CLIPTextConfig.from_json_file(str(source / "config.json"))
     torch.manual_seed(123)
     fresh = CLIPTextModel(config).eval()
-    state = {f"text_model.{k.removeprefix('text_model.')}": v for k, v in fresh.state_dict().items()}
+    state = {
+        f"text_model.{k.removeprefix('text_model.')}": v for k, v in fresh.state_dict().items()
+    }
     state["text_model.embeddings.position_ids"] = torch.arange(77)[None]  # older releases kept it
     folder = tmp_path / "encoder"
     folder.mkdir()

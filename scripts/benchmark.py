@@ -1,0 +1,221 @@
+"""Benchmarks of the issues' targets; prints what it measured. Not a test: machines are noisy.
+
+    python scripts/benchmark.py [--only face,projection,generation,dryrun,aggregate]
+
+face:       decode + detect + align + embed per image (tiny ONNX models, CPU)
+projection: ArcFace -> CLIP prompt embeddings per second (tiny encoder, CPU)
+generation: seconds per image with the tiny UNet/VAE (CPU), at the demo's and SD's sizes
+dryrun:     `snakemake -n` on 20,000 identities x 20 images in 200 shards (synthetic root)
+aggregate:  aggregation of 400,000 manifest rows (wall time and peak memory)
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def timed(function, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bench_face(demo: Path) -> None:
+    from digi2real import models
+    from digi2real.faces import FacePipeline
+
+    paths = sorted((demo / "digiface").glob("*/*.png")) * 4
+    providers = ["CPUExecutionProvider"]
+    for det_size in (128, 640):
+        pipeline = FacePipeline(
+            models.load_detector(demo / "models/antelopev2/scrfd_10g_bnkps.onnx", providers),
+            models.load_recognizer(demo / "models/arc2face/arcface.onnx", providers),
+            det_size=det_size,
+            batch_size=64,
+        )
+        list(pipeline.process_paths(paths[:8]))  # warm-up: sessions per input size
+        seconds = timed(lambda p=pipeline: list(p.process_paths(paths)))
+        print(
+            f"face pipeline, det_size {det_size}: {1000 * seconds / len(paths):.2f} ms/image "
+            f"({len(paths)} images, decode+detect+align+embed)"
+        )
+
+
+def bench_projection(demo: Path) -> None:
+    import torch
+
+    from digi2real import models
+    from digi2real.projection import Arc2FaceProjector
+
+    projector = Arc2FaceProjector(
+        models.load_text_encoder(demo / "models/arc2face/encoder"),
+        models.load_tokenizer(demo / "models/sd15/tokenizer"),
+    )
+    for batch in (1, 64):
+        faces = torch.randn(batch, 512)
+        seconds = timed(lambda f=faces: projector.project(f))
+        print(f"projection, batch {batch}: {batch / seconds:.0f} embeddings/s (tiny encoder)")
+
+
+def bench_generation(demo: Path) -> None:
+    from digi2real.generation import Arc2FaceGenerator, GenerationSettings, build_pipeline
+
+    m = demo / "models"
+    config = {
+        "models": {
+            "arc2face_encoder": str(m / "arc2face/encoder"),
+            "arc2face_unet": str(m / "arc2face/arc2face"),
+            "vae": str(m / "sd15/vae"),
+            "tokenizer": str(m / "sd15/tokenizer"),
+            "scheduler": str(m / "sd15/scheduler"),
+        }
+    }
+    for size in (128, 512):
+        config["generation"] = {"height": size, "width": size, "device": "cpu", "batch_size": 4}
+        settings = GenerationSettings.from_config(config)
+        generator = Arc2FaceGenerator(build_pipeline(config, settings), settings, None)
+        conditions = np.eye(4, 512, dtype=np.float32)
+        seconds = timed(lambda g=generator, c=conditions: g.generate(c, [1, 2, 3, 4]), repeat=2)
+        print(f"generation {size}x{size}, 25 steps, batch 4: {seconds / 4:.2f} s/image (tiny, CPU)")
+
+
+def bench_dryrun(folder: Path, demo: Path) -> None:
+    import yaml
+
+    root = folder / "digiface_20k"
+    for identity in range(20_000):
+        (root / str(identity)).mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((REPO / "config.yaml").read_text().replace("demo/", f"{demo}/"))
+    config.update(demo=None, results=str(folder / "results"))
+    config["digiface"].update(root=str(root), selection={"mode": "range", "start": 0})
+    config["digiface"]["identities_per_embed_shard"] = 1000
+    config["ffhq"].update(count=5000, images_per_embed_shard=1000)
+    config["plan"].update(images_per_identity=20, identities_per_shard=100)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(folder),
+        "--configfile",
+        str(folder / "config.yaml"),
+    ]
+    started = time.perf_counter()
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    seconds = time.perf_counter() - started
+    jobs = output.split("Job stats:")[1].split("total")[1].split()[0]
+    print(f"snakemake -n, 20,000 identities x 20 images, 200 shards: {seconds:.1f} s ({jobs} jobs)")
+
+
+def bench_aggregate(folder: Path) -> None:
+    """Run in a child process, so that its peak RSS is the aggregation's own."""
+    subprocess.run([sys.executable, __file__, "--aggregate-child", str(folder)], check=True)
+
+
+def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> list[Path]:
+    import pyarrow as pa
+
+    from digi2real.shards import write_manifest
+
+    rng = np.random.default_rng(0)
+    manifests = []
+    for shard in range(shards):
+        identity = [str(shard * 100 + k // 20) for k in range(rows)]
+        index = [k % 20 for k in range(rows)]
+        ok = rng.random(rows) > 0.05
+        table = pa.table(
+            {
+                "identity": identity,
+                "image_index": pa.array(index, pa.int32()),
+                "shard": pa.array([shard] * rows, pa.int32()),
+                "seed": rng.integers(0, 2**62, rows),
+                "t": rng.random(rows),
+                "source_image": [f"{i}/0.png" for i in identity],
+                "status": ["ok" if o else "no_face" for o in ok],
+                "message": [""] * rows,
+                "raw_path": [f"raw/{i}/{k}.png" for i, k in zip(identity, index, strict=True)],
+                "aligned_path": [
+                    f"aligned/{i}/{k}.png" if o else ""
+                    for i, k, o in zip(identity, index, ok, strict=True)
+                ],
+                "det_score": pa.array(rng.random(rows), pa.float32()),
+                "cos_prototype": pa.array(rng.random(rows), pa.float32()),
+                "cos_condition": pa.array(rng.random(rows), pa.float32()),
+            }
+        )
+        path = results / "shards" / str(shard) / "manifest.parquet"
+        write_manifest(table, path)
+        for i, k, o in zip(identity, index, ok, strict=True):
+            if o:
+                (path.parent / "aligned" / i).mkdir(parents=True, exist_ok=True)
+                (path.parent / "aligned" / i / f"{k}.png").write_bytes(b"png")
+        manifests.append(path)
+    return manifests
+
+
+def aggregate_child(folder: Path) -> None:
+    from digi2real.dataset import aggregate
+
+    results = folder / "aggregate"
+    manifests = write_fake_shards(results)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    config = {"quality": {"min_det_score": 0.5}}
+    aggregate(config, manifests, results, results / "manifest.parquet", results / "dataset")
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"aggregate 400,000 rows in 200 shard manifests, linking 380,000 images: {seconds:.1f} s, "
+        f"peak RSS {peak:.0f} MB ({before:.0f} MB before aggregating)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--only", default="face,projection,generation,dryrun,aggregate")
+    parser.add_argument("--aggregate-child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.aggregate_child:
+        aggregate_child(args.aggregate_child)
+        return
+    wanted = set(args.only.split(","))
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        from digi2real.demo import build_demo_assets
+
+        demo = folder / "demo"
+        build_demo_assets(demo)
+        benches = {
+            "face": lambda: bench_face(demo),
+            "projection": lambda: bench_projection(demo),
+            "generation": lambda: bench_generation(demo),
+            "dryrun": lambda: bench_dryrun(folder / "dryrun", demo),
+            "aggregate": lambda: bench_aggregate(folder),
+        }
+        for name, bench in benches.items():
+            if name in wanted:
+                bench()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""The Snakemake workflow end to end on the demo, with a zoo of bad inputs, and its contracts."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import REPO, write_demo_config
+
+IDENTITIES = 10
+IMAGES_PER_IDENTITY = 4
+FAST = {
+    "generation.height": 64,
+    "generation.width": 64,
+    "generation.steps": 4,
+    "generation.batch_size": 4,
+    "plan.images_per_identity": IMAGES_PER_IDENTITY,
+    "plan.identities_per_shard": 4,
+    "plan.min_source_images": 2,
+    "quality.face": {"det_size": 128},
+}
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True):
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Job counts of a dry run, from its 'Job stats' table."""
+    output = snakemake(workdir, "-n", *args).stdout
+    if "Nothing to be done" in output:
+        return {}
+    table = output.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
+    return {row.split()[0]: int(row.split()[1]) for row in table if row.split()[0] != "total"}
+
+
+def make_zoo(demo_root: Path, folder: Path) -> tuple[Path, Path]:
+    """The demo's data plus every kind of bad input a real folder holds."""
+    digiface = folder / "digiface"
+    shutil.copytree(demo_root / "digiface", digiface)
+    good = (digiface / "0/0.png").read_bytes()
+    (digiface / "0/6.png").write_bytes(good[: len(good) // 2])  # truncated
+    (digiface / "0/7.png").write_bytes(b"")  # zero bytes
+    (digiface / "0/8.png").write_text("not an image\n")  # not an image
+    (digiface / "0/notes.txt").write_text("ignored: not an image file name\n")
+    rgb = np.asarray(Image.open(digiface / "1/0.png").convert("RGB"))
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(digiface / "1/0.png")
+    cv2.imwrite(str(digiface / "1/1.png"), rgb[..., ::-1].astype(np.uint16) * 257)  # 16-bit RGB
+    (digiface / "8").mkdir()  # an empty identity folder
+    (digiface / "9").mkdir()
+    for k in range(3):  # an identity whose images hold no face
+        Image.new("RGB", (112, 112), (90, 110, 160)).save(digiface / f"9/{k}.png")
+    ffhq = folder / "ffhq"
+    shutil.copytree(demo_root / "ffhq/thumbnails128x128", ffhq)
+    (ffhq / "00000/00998.png").write_bytes(b"")
+    (ffhq / "00000/00999.png").write_bytes(good[:100])
+    return digiface, ffhq
+
+
+def configure(folder: Path, demo_root: Path, digiface: Path, ffhq: Path, **overrides) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_demo_config(
+        folder,
+        demo_root,
+        **{
+            "demo": None,
+            "digiface.root": str(digiface),
+            "digiface.selection": {"mode": "range", "start": 0, "count": IDENTITIES},
+            "ffhq.root": str(ffhq),
+            "ffhq.count": None,
+            **FAST,
+            **overrides,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def zoo(demo_root, tmp_path_factory):
+    return make_zoo(demo_root, tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="module")
+def run(demo_root, zoo, tmp_path_factory) -> Path:
+    """One complete, uninterrupted run: the reference the other tests compare with."""
+    workdir = tmp_path_factory.mktemp("run")
+    configure(workdir, demo_root, *zoo)
+    snakemake(workdir)
+    return workdir
+
+
+def copy_run(run: Path, folder: Path) -> Path:
+    """A copy of a finished run, Snakemake's metadata and file times included."""
+    shutil.copytree(run, folder, symlinks=True, dirs_exist_ok=True)
+    return folder
+
+
+def remove_generation(workdir: Path) -> None:
+    """Back to the state before any generation job ran: the plans and Δ stay."""
+    results = workdir / "results"
+    for name in ("shards", "dataset"):
+        shutil.rmtree(results / name)
+    for name in ("manifest.parquet", "manifest.csv", "dataset_card.json", "samples.png"):
+        (results / name).unlink()
+
+
+def read_table(path: Path) -> list[dict]:
+    """Rows with NaN spelt "nan", so that equal manifests compare equal."""
+    return [
+        {k: "nan" if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
+        for row in pq.read_table(path).to_pylist()
+    ]
+
+
+# --- contracts --------------------------------------------------------------------------
+
+
+def test_embeddings_contract_and_bad_inputs(run):
+    results = run / "results"
+    with h5py.File(results / "embeddings/digiface.h5") as file:
+        embedding, status = file["embedding"][()], file["status"][()]
+        paths = [p.decode() for p in file["path"][()]]
+        identity = [i.decode() for i in file["identity"][()]]
+        assert embedding.dtype == np.float32 and embedding.shape == (len(paths), 512)
+        assert status.dtype == np.int8 and file["det_score"].shape == (len(paths),)
+        assert len(file.attrs["arcface_sha256"]) == 64 and len(file.attrs["detector_sha256"]) == 64
+        assert file.attrs["mode"] == "detect" and file.attrs["dataset_root"]
+    by_path = dict(zip(paths, status.tolist(), strict=True))
+    np.testing.assert_allclose(np.linalg.norm(embedding[status == 0], axis=1), 1.0, atol=1e-5)
+    assert not embedding[status != 0].any()
+    assert by_path["0/6.png"] == by_path["0/7.png"] == by_path["0/8.png"] == 1  # unreadable
+    assert "0/notes.txt" not in by_path
+    assert by_path["1/0.png"] == 0 and by_path["1/1.png"] == 0  # RGBA and 16-bit decode
+    assert by_path["8/"] == 1 and identity[paths.index("8/")] == "8"  # the empty folder
+    assert [by_path[f"9/{k}.png"] for k in range(3)] == [2, 2, 2]  # no face
+    assert sorted(set(identity), key=int) == [str(k) for k in range(IDENTITIES)]
+    with h5py.File(results / "embeddings/ffhq.h5") as file:
+        ffhq_paths = [p.decode() for p in file["path"][()]]
+        ffhq = dict(zip(ffhq_paths, file["status"][()].tolist(), strict=True))
+        assert not any(i for i in file["identity"][()])
+    assert ffhq["00000/00998.png"] == 1 and ffhq["00000/00999.png"] == 1
+    assert sum(s == 0 for s in ffhq.values()) == len(ffhq) - 2
+
+
+def test_delta_contract(run):
+    with h5py.File(run / "results/delta.h5") as file:
+        assert file["delta"].shape == (77, 576) and file["delta"].dtype == np.float32
+        np.testing.assert_allclose(
+            file["delta"][()], file["mean_real"][()] - file["mean_synthetic"][()], atol=1e-6
+        )
+        assert file.attrs["n_synthetic"] > 0 and file.attrs["n_real"] > 0
+        assert file.attrs["mode"] == "per_token" and len(file.attrs["encoder_sha256"]) == 64
+        assert "scale" not in file.attrs  # λ is applied at generation, never baked in
+
+
+def test_plan_contract(run):
+    shards = sorted((run / "results/plan").glob("*.h5"))
+    assert [p.name for p in shards] == ["0.h5", "1.h5", "2.h5"]
+    with h5py.File(shards[0]) as file:
+        images = file["images"]
+        n = len(images["seed"])
+        assert n == 4 * IMAGES_PER_IDENTITY
+        for name in ("identity", "image_index", "source_path", "t"):
+            assert len(images[name]) == n
+        assert images["condition"].shape == (n, 512)
+        assert file["identities/prototype"].shape == (4, 512)
+
+
+def test_manifest_accounts_for_every_planned_image(run):
+    rows = read_table(run / "results/manifest.parquet")
+    assert len(rows) == IDENTITIES * IMAGES_PER_IDENTITY
+    keys = {(r["identity"], r["image_index"]) for r in rows}
+    assert keys == {(str(i), k) for i in range(IDENTITIES) for k in range(IMAGES_PER_IDENTITY)}
+    expected_columns = {
+        "identity", "image_index", "shard", "seed", "t", "source_image", "status",
+        "aligned_path", "raw_path", "det_score", "cos_prototype", "cos_condition",
+        "passed", "reject_reason",
+    }  # fmt: skip
+    assert expected_columns <= set(rows[0])
+    skipped = [r for r in rows if r["identity"] in ("8", "9")]
+    assert all(r["status"] == "skipped" and not r["passed"] for r in skipped)
+    assert all(r["reject_reason"] == "skipped" for r in skipped)
+    generated = [r for r in rows if r["status"] != "skipped"]
+    assert all((run / "results" / r["raw_path"]).is_file() for r in generated)
+    for r in rows:
+        assert r["passed"] == (r["reject_reason"] == "")
+    csv_lines = (run / "results/manifest.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == len(rows) + 1
+
+
+def test_dataset_holds_exactly_the_passed_aligned_crops(run):
+    rows = read_table(run / "results/manifest.parquet")
+    passed = {f"{r['identity']}/{r['image_index']}.png" for r in rows if r["passed"]}
+    dataset = run / "results/dataset"
+    files = {str(p.relative_to(dataset)) for p in dataset.rglob("*.png")}
+    assert passed and files == passed
+    for name in list(passed)[:5]:
+        with Image.open(dataset / name) as image:
+            assert image.size == (112, 112)
+
+
+def test_dataset_card_counts_agree_with_the_manifest(run):
+    rows = read_table(run / "results/manifest.parquet")
+    card = json.loads((run / "results/dataset_card.json").read_text())
+    assert card["planned_images"] == len(rows)
+    assert card["passed_images"] == sum(r["passed"] for r in rows)
+    assert card["generated_images"] == sum(r["status"] not in ("skipped", "failed") for r in rows)
+    rejected = sum(card["rejected_by_reason"].values())
+    assert rejected == len(rows) - card["passed_images"]
+    assert card["rejected_by_reason"]["skipped"] == 2 * IMAGES_PER_IDENTITY
+    assert card["identities_kept"] == len({r["identity"] for r in rows if r["passed"]})
+    assert set(card["model_sha256"]) >= {"models.arc2face_unet", "models.arcface"}
+    assert len(card["config_sha256"]) == 64
+    assert (run / "results/samples.png").is_file()
+
+
+def test_every_rule_logged_and_benchmarked(run):
+    results = run / "results"
+    for name in ("index/digiface", "embed/digiface/0", "plan", "generate/0", "aggregate"):
+        assert (results / f"logs/{name}.log").is_file(), name
+        assert (results / f"benchmarks/{name}.tsv").is_file(), name
+
+
+# --- reruns -------------------------------------------------------------------------------
+
+
+def test_changing_a_threshold_reruns_only_aggregation(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "threshold")
+    assert planned_jobs(workdir) == {}
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["quality"]["min_det_score"] = 0.99
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(workdir) == {"aggregate": 1, "report": 1, "all": 1}
+    snakemake(workdir)
+    rows = read_table(workdir / "results/manifest.parquet")
+    assert all(r["det_score"] >= 0.99 for r in rows if r["passed"])
+    assert any(r["reject_reason"] == "low_det_score" for r in rows)
+
+
+def test_killed_shard_resumes_to_the_uninterrupted_result(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "kill")
+    remove_generation(workdir)
+    killed = snakemake(workdir, env={"DIGI2REAL_KILL_AFTER_IMAGES": "6"}, check=False)
+    assert killed.returncode != 0
+    started = list((workdir / "results/shards").iterdir())
+    killed = [folder for folder in started if not (folder / "manifest.parquet").exists()]
+    # Shard 2 holds only the two skipped identities: nothing to generate, nothing to kill.
+    assert killed and {folder.name for folder in started} - {f.name for f in killed} <= {"2"}
+    for folder in killed:
+        assert len(list(folder.glob("raw/*/*.png"))) == 6, "killed after its 6th image"
+        assert not [p for p in folder.rglob("*") if p.name.startswith(".")], "no partial file"
+    snakemake(workdir)
+    assert read_table(workdir / "results/manifest.parquet") == read_table(
+        run / "results/manifest.parquet"
+    )
+    for image in (run / "results/shards").glob("*/*/*/*.png"):
+        twin = workdir / image.relative_to(run)
+        assert twin.read_bytes() == image.read_bytes(), image
+
+
+def test_a_failed_shard_leaves_the_others_and_only_it_reruns(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "fail")
+    remove_generation(workdir)
+    failed = snakemake(workdir, "--keep-going", env={"DIGI2REAL_FAIL_SHARDS": "1"}, check=False)
+    assert failed.returncode != 0
+    shards = workdir / "results/shards"
+    assert (shards / "0/manifest.parquet").is_file() and (shards / "2/manifest.parquet").is_file()
+    assert not (shards / "1/manifest.parquet").exists()
+    assert planned_jobs(workdir) == {"generate": 1, "aggregate": 1, "report": 1, "all": 1}
+    snakemake(workdir)
+    assert read_table(workdir / "results/manifest.parquet") == read_table(
+        run / "results/manifest.parquet"
+    )
+
+
+def test_shard_size_does_not_change_the_images(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "shards")
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["plan"]["identities_per_shard"] = 3
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(workdir)["generate"] == 4
+    remove_generation(workdir)
+    snakemake(workdir)
+    ours = {
+        (r["identity"], r["image_index"]): r
+        for r in read_table(workdir / "results/manifest.parquet")
+    }
+    theirs = {
+        (r["identity"], r["image_index"]): r for r in read_table(run / "results/manifest.parquet")
+    }
+    assert ours.keys() == theirs.keys()
+    for key, row in ours.items():
+        other = theirs[key]
+        moved = ("shard", "raw_path", "aligned_path")
+        assert {k: v for k, v in row.items() if k not in moved} == {
+            k: v for k, v in other.items() if k not in moved
+        }, key
+        if row["raw_path"]:
+            mine = (workdir / "results" / row["raw_path"]).read_bytes()
+            assert mine == (run / "results" / other["raw_path"]).read_bytes(), key
+
+
+# --- config errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"plan.t": {"mode": "gaussian"}}, "mode"),
+        ({"generation.height": 100}, "height"),
+        ({"quality.min_det_score": 2}, "min_det_score"),
+        ({"digiface.selection": {"mode": "list"}}, "file"),
+        ({"plan.images_per_identity": "twenty"}, "images_per_identity"),
+        ({"generation.stpes": 5}, "stpes"),
+    ],
+)
+def test_invalid_config_is_a_schema_error_naming_the_key(demo_root, zoo, tmp_path, override, key):
+    configure(tmp_path, demo_root, *zoo, **override)
+    result = snakemake(tmp_path, "-n", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Error validating config file" in output or "ValidationError" in output, output[-2000:]
+    assert key in output
+
+
+def test_missing_model_file_is_one_line_naming_the_key(demo_root, zoo, tmp_path):
+    configure(tmp_path, demo_root, *zoo, **{"models.arcface": str(tmp_path / "nope.onnx")})
+    result = snakemake(tmp_path, "--until", "embed", check=False)
+    assert result.returncode != 0
+    logs = "".join(p.read_text() for p in (tmp_path / "results/logs/embed").rglob("*.log"))
+    assert "config key models.arcface" in logs and "Traceback" not in logs
