@@ -1,8 +1,9 @@
 """Generation with Arc2Face: diffusers' StableDiffusionPipeline fed with Arc2Face conditioning.
 
 prompt_embeds = project(v) + λΔ; negative_prompt_embeds = encoder(""), which is what diffusers
-computes itself when only prompt_embeds is given. Initial latents are drawn per image from its
-own seed on the CPU, so an image does not depend on its batch, its shard or the device's RNG.
+computes itself when only prompt_embeds is given. Initial latents (and any noise a scheduler adds
+between steps) are drawn per image from a CPU generator seeded with the image's own seed, so an
+image does not depend on its batch, its shard or the device's RNG.
 """
 
 from __future__ import annotations
@@ -57,12 +58,18 @@ class GenerationSettings:
         )
 
 
-def initial_latents(seeds: list[int], height: int, width: int, scale_factor: int) -> torch.Tensor:
-    """(N, 4, h, w) float32 noise, image i drawn from a CPU generator seeded with seeds[i]."""
-    shape = (LATENT_CHANNELS, height // scale_factor, width // scale_factor)
-    return torch.stack(
-        [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)) for seed in seeds]
-    )
+def image_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per image, seeded with the image's own seed."""
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+def initial_latents(
+    generators: list[torch.Generator], height: int, width: int, scale_factor: int
+) -> torch.Tensor:
+    """(N, 4, h, w) float32 noise, image i's drawn from generators[i], as diffusers draws it
+    from a list of generators."""
+    shape = (1, LATENT_CHANNELS, height // scale_factor, width // scale_factor)
+    return torch.cat([torch.randn(shape, generator=generator) for generator in generators])
 
 
 def build_pipeline(config: Config, settings: GenerationSettings):
@@ -98,7 +105,7 @@ def build_pipeline(config: Config, settings: GenerationSettings):
 def _fuse_lcm_lora(pipeline, path: Path) -> None:
     try:
         pipeline.load_lora_weights(str(path.parent), weight_name=path.name)
-    except (ValueError, ImportError) as error:
+    except (OSError, ValueError, ImportError) as error:
         raise ModelFileError(f"config key models.lcm_lora: {path}: cannot load: {error}") from None
     pipeline.fuse_lora()
 
@@ -127,7 +134,10 @@ class Arc2FaceGenerator:
         s = self.settings
         prompt_embeds = self.prompt_embeds(conditions)
         negative = self.projector.unconditional().expand_as(prompt_embeds)
-        latents = initial_latents(seeds, s.height, s.width, self.pipeline.vae_scale_factor)
+        # The same generators then draw any noise the scheduler adds between steps (LCM does),
+        # so that too belongs to the image, not to its batch.
+        generators = image_generators(seeds)
+        latents = initial_latents(generators, s.height, s.width, self.pipeline.vae_scale_factor)
 
         def stop_between_steps(_pipeline, _step, _timestep, tensors):
             if should_stop():
@@ -138,6 +148,7 @@ class Arc2FaceGenerator:
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative,
             latents=latents.to(prompt_embeds.device, prompt_embeds.dtype),
+            generator=generators,
             num_inference_steps=s.steps,
             guidance_scale=s.guidance,
             height=s.height,

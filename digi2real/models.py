@@ -235,8 +235,12 @@ def load_scheduler(path: Path, name: str = "dpmsolver++"):
             f"config key generation.scheduler: unknown scheduler {name!r}; "
             f"expected one of {', '.join(SCHEDULERS)}"
         )
-    scheduler_class = getattr(diffusers, SCHEDULERS[name])
-    return scheduler_class.from_config(scheduler_class.load_config(str(path)))
+    config = diffusers.DPMSolverMultistepScheduler.load_config(str(path))
+    if name == "lcm":
+        # Arc2Face's fast mode builds LCM from its DPM-Solver++ scheduler's config, whose
+        # timestep spacing differs from LCM's default; follow that chain exactly.
+        config = diffusers.DPMSolverMultistepScheduler.from_config(config).config
+    return getattr(diffusers, SCHEDULERS[name]).from_config(config)
 
 
 # --- insightface models ------------------------------------------------------------------

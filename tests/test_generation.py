@@ -15,6 +15,7 @@ from digi2real.generation import (
     Arc2FaceGenerator,
     GenerationSettings,
     build_pipeline,
+    image_generators,
     initial_latents,
 )
 from digi2real.projection import Arc2FaceProjector
@@ -77,9 +78,9 @@ def test_prompt_embeds_are_projection_plus_scaled_delta(generator, delta):
 
 
 def test_latents_come_from_each_images_own_seed():
-    latents = initial_latents([11, 22, 33], 64, 64, 8)
+    latents = initial_latents(image_generators([11, 22, 33]), 64, 64, 8)
     assert latents.shape == (3, 4, 8, 8)
-    alone = initial_latents([22], 64, 64, 8)
+    alone = initial_latents(image_generators([22]), 64, 64, 8)
     torch.testing.assert_close(latents[1], alone[0], rtol=0, atol=0)
     expected = torch.randn((4, 8, 8), generator=torch.Generator("cpu").manual_seed(33))
     torch.testing.assert_close(latents[2], expected, rtol=0, atol=0)
@@ -103,13 +104,11 @@ def test_generation_equals_diffusers_pipeline_called_directly(config, generator,
     cond, seeds = conditions(2, seed=1), [5, 6]
     projector = Arc2FaceProjector(encoder, tokenizer)
     prompt_embeds = projector.project(torch.from_numpy(cond)) + 0.7 * torch.from_numpy(delta)
-    latents = torch.stack(
-        [torch.randn((4, 8, 8), generator=torch.Generator().manual_seed(s)) for s in seeds]
-    )
     # No negative_prompt_embeds: diffusers computes encoder("") itself, as Arc2Face relies on.
+    # No latents: diffusers draws them itself, one image from each generator of the list.
     expected = pipeline(
         prompt_embeds=prompt_embeds,
-        latents=latents,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
         num_inference_steps=6,
         guidance_scale=3.0,
         height=64,
@@ -145,3 +144,74 @@ def test_stop_request_interrupts_between_steps(generator):
 
     with pytest.raises(Interrupted):
         generator.generate(conditions(1), [1], should_stop=lambda: True)
+
+
+def write_tiny_lcm_lora(unet_dir, folder):
+    """A LoRA for the tiny UNet, saved the way diffusers saves LCM-LoRA for SD 1.5."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(unet_dir)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if "lora_B" in name:  # zero at init: give the LoRA an effect to detect
+                parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator))
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state)
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def test_lcm_lora_fast_mode_equals_diffusers_with_the_lora_fused(config, tmp_path):
+    from diffusers import LCMScheduler
+
+    pytest.importorskip("peft")
+    lora = write_tiny_lcm_lora(config["models"]["arc2face_unet"], tmp_path)
+    fast = {**config, "models": {**config["models"], "lcm_lora": str(lora)}}
+    fast["generation"] = {"height": 64, "width": 64, "device": "cpu"}
+    settings = GenerationSettings.from_config(fast)
+    ours = Arc2FaceGenerator(build_pipeline(fast, settings), settings, None)
+
+    m = config["models"]
+    pipeline = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(m["vae"]),
+        text_encoder=models.load_text_encoder(models.Path(m["arc2face_encoder"])),
+        tokenizer=models.load_tokenizer(models.Path(m["tokenizer"])),
+        unet=UNet2DConditionModel.from_pretrained(m["arc2face_unet"]),
+        scheduler=DPMSolverMultistepScheduler.from_pretrained(m["scheduler"]),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.load_lora_weights(str(tmp_path))
+    pipeline.fuse_lora()
+    pipeline.scheduler = LCMScheduler.from_config(pipeline.scheduler.config)
+    cond, seeds = conditions(2, seed=7), [8, 9]
+    expected = pipeline(
+        prompt_embeds=ours.projector.project(torch.from_numpy(cond)),
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        num_inference_steps=4,
+        guidance_scale=1.0,
+        height=64,
+        width=64,
+        output_type="np",
+    ).images
+    images = ours.generate(cond, seeds)
+    np.testing.assert_array_equal(images, expected)
+
+    plain = {**fast, "models": config["models"]}
+    plain["generation"] = {**fast["generation"], "steps": 4, "guidance": 1.0, "scheduler": "ddim"}
+    plain_settings = GenerationSettings.from_config(plain)
+    without = Arc2FaceGenerator(build_pipeline(plain, plain_settings), plain_settings, None)
+    assert np.abs(without.generate(cond, seeds) - images).max() > 1e-3, "the LoRA had no effect"
+
+
+def test_unreadable_lcm_lora_names_the_key(config, tmp_path):
+    bad = tmp_path / "pytorch_lora_weights.safetensors"
+    bad.write_bytes(b"not safetensors")
+    fast = {**config, "models": {**config["models"], "lcm_lora": str(bad)}}
+    with pytest.raises(models.ModelFileError, match="models.lcm_lora"):
+        build_pipeline(fast, GenerationSettings.from_config(fast))
