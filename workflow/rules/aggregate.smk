@@ -11,6 +11,10 @@ rule aggregate:
         results("benchmarks/aggregate.tsv")
     conda:
         "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
     params:
         # The quality thresholds are read here only: changing them never regenerates images.
         config=settings(

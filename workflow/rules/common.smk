@@ -15,6 +15,8 @@ from digi2real.config import subset
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 RESULTS = config["results"]
+CONTAINER = config["container"]
+ENVMODULES = {"cpu": [], "gpu": [], **config["envmodules"]}
 
 
 # Jobs run `python -m digi2real` from this checkout: with the Python that runs Snakemake (its

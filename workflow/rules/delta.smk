@@ -10,6 +10,10 @@ rule estimate_delta:
         results("benchmarks/estimate_delta.tsv")
     conda:
         "../../envs/gpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["gpu"],
     params:
         config=settings(
             "models.arc2face_encoder",

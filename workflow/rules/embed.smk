@@ -9,6 +9,10 @@ rule embed:
         results("benchmarks/embed/{dataset}/{shard}.tsv")
     conda:
         "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
     params:
         config=embed_settings,
         shard_size=embed_shard_size,
@@ -28,5 +32,9 @@ rule merge_embeddings:
         results("benchmarks/merge_embeddings/{dataset}.tsv")
     conda:
         "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
     shell:
         "python -m digi2real merge-embeddings --out {output} {input} > {log} 2>&1"

@@ -12,6 +12,10 @@ rule generate:
         results("benchmarks/generate/{shard}.tsv")
     conda:
         "../../envs/gpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["gpu"],
     params:
         config=settings(
             "seed",

@@ -7,6 +7,10 @@ rule demo_assets:
         results("benchmarks/demo_assets.tsv")
     conda:
         "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
     shell:
         "python -m digi2real demo-assets $(dirname {output}) > {log} 2>&1"
 
@@ -22,6 +26,10 @@ rule index:
         results("benchmarks/index/{dataset}.tsv")
     conda:
         "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
     params:
         config=lambda wildcards: settings(wildcards.dataset),
     shell:

@@ -9,6 +9,10 @@ rule plan:
         results("benchmarks/plan.tsv")
     conda:
         "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
     params:
         config=settings("seed", "plan"),
     shell:

@@ -10,6 +10,10 @@ rule report:
         results("benchmarks/report.tsv")
     conda:
         "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
     params:
         config=settings(
             "seed",
