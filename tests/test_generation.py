@@ -86,23 +86,25 @@ def test_latents_come_from_each_images_own_seed():
     torch.testing.assert_close(latents[2], expected, rtol=0, atol=0)
 
 
-def test_generation_equals_diffusers_pipeline_called_directly(config, generator, delta):
-    """An independent pipeline from the files, driven with diffusers' documented arguments."""
-    m = config["models"]
-    encoder = models.load_text_encoder(models.Path(m["arc2face_encoder"]))
-    tokenizer = models.load_tokenizer(models.Path(m["tokenizer"]))
-    pipeline = StableDiffusionPipeline(
+def diffusers_pipeline(m: dict) -> StableDiffusionPipeline:
+    """An independent pipeline from the files, built with diffusers' own loaders."""
+    return StableDiffusionPipeline(
         vae=AutoencoderKL.from_pretrained(m["vae"]),
-        text_encoder=encoder,
-        tokenizer=tokenizer,
+        text_encoder=models.load_text_encoder(models.Path(m["arc2face_encoder"])),
+        tokenizer=models.load_tokenizer(models.Path(m["tokenizer"])),
         unet=UNet2DConditionModel.from_pretrained(m["arc2face_unet"]),
         scheduler=DPMSolverMultistepScheduler.from_pretrained(m["scheduler"]),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def test_generation_equals_diffusers_pipeline_called_directly(config, generator, delta):
+    """Driven with diffusers' documented arguments only."""
+    pipeline = diffusers_pipeline(config["models"])
     cond, seeds = conditions(2, seed=1), [5, 6]
-    projector = Arc2FaceProjector(encoder, tokenizer)
+    projector = Arc2FaceProjector(pipeline.text_encoder, pipeline.tokenizer)
     prompt_embeds = projector.project(torch.from_numpy(cond)) + 0.7 * torch.from_numpy(delta)
     # No negative_prompt_embeds: diffusers computes encoder("") itself, as Arc2Face relies on.
     # No latents: diffusers draws them itself, one image from each generator of the list.
@@ -175,17 +177,7 @@ def test_lcm_lora_fast_mode_equals_diffusers_with_the_lora_fused(config, tmp_pat
     settings = GenerationSettings.from_config(fast)
     ours = Arc2FaceGenerator(build_pipeline(fast, settings), settings, None)
 
-    m = config["models"]
-    pipeline = StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(m["vae"]),
-        text_encoder=models.load_text_encoder(models.Path(m["arc2face_encoder"])),
-        tokenizer=models.load_tokenizer(models.Path(m["tokenizer"])),
-        unet=UNet2DConditionModel.from_pretrained(m["arc2face_unet"]),
-        scheduler=DPMSolverMultistepScheduler.from_pretrained(m["scheduler"]),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipeline = diffusers_pipeline(config["models"])
     pipeline.load_lora_weights(str(tmp_path))
     pipeline.fuse_lora()
     pipeline.scheduler = LCMScheduler.from_config(pipeline.scheduler.config)
