@@ -81,3 +81,13 @@ def embed_settings(wildcards):
 def demo_assets(wildcards):
     """The embedded demo's data and models, when the config asks for them."""
     return [f"{config['demo']}/built.txt"] if config["demo"] else []
+
+
+def generation_runtime(wildcards, attempt):
+    """Minutes for one generation shard: its images at generation.seconds_per_image, twice
+    over for a slow node, plus model loading; half as much again on each retry."""
+    images = (
+        config["plan"]["identities_per_shard"] * config["plan"]["images_per_identity"]
+    )
+    minutes = 10 + 2 * images * config["generation"]["seconds_per_image"] / 60
+    return round(minutes * (1 + 0.5 * (attempt - 1)))

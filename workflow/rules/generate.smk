@@ -16,6 +16,8 @@ rule generate:
         CONTAINER
     envmodules:
         *ENVMODULES["gpu"],
+    resources:
+        runtime=generation_runtime,
     params:
         config=settings(
             "seed",
