@@ -84,10 +84,10 @@ def demo_assets(wildcards):
 
 
 def generation_runtime(wildcards, attempt):
-    """Minutes for one generation shard: its images at generation.seconds_per_image, twice
+    """Minutes for one generation shard: its images at cluster.seconds_per_image, twice
     over for a slow node, plus model loading; half as much again on each retry."""
     images = (
         config["plan"]["identities_per_shard"] * config["plan"]["images_per_identity"]
     )
-    minutes = 10 + 2 * images * config["generation"]["seconds_per_image"] / 60
+    minutes = 10 + 2 * images * config["cluster"]["seconds_per_image"] / 60
     return round(minutes * (1 + 0.5 * (attempt - 1)))

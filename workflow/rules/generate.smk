@@ -29,5 +29,7 @@ rule generate:
             "quality.face",
         ),
     shell:
-        "python -m digi2real generate --config {params.config:q} --plan {input.plan}"
+        # exec: SIGTERM from SLURM reaches Python itself, which stops cleanly, rather than the
+        # shell around it.
+        "exec python -m digi2real generate --config {params.config:q} --plan {input.plan}"
         " --delta {input.delta} --manifest {output} > {log} 2>&1"
