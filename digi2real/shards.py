@@ -34,21 +34,24 @@ from digi2real.planning import ShardPlan, image_seed, read_plan
 from digi2real.progress import Progress, log
 from digi2real.status import Status
 
-MANIFEST_COLUMNS = (
-    "identity",
-    "image_index",
-    "shard",
-    "seed",
-    "t",
-    "source_image",
-    "status",
-    "message",
-    "raw_path",
-    "aligned_path",
-    "det_score",
-    "cos_prototype",
-    "cos_condition",
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("identity", pa.string()),
+        ("image_index", pa.int32()),
+        ("shard", pa.int32()),
+        ("seed", pa.int64()),
+        ("t", pa.float64()),
+        ("source_image", pa.string()),
+        ("status", pa.string()),
+        ("message", pa.string()),
+        ("raw_path", pa.string()),
+        ("aligned_path", pa.string()),
+        ("det_score", pa.float32()),
+        ("cos_prototype", pa.float32()),
+        ("cos_condition", pa.float32()),
+    ]
 )
+MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
 
 
 def raw_path(identity: str, image_index: int) -> str:
@@ -224,24 +227,7 @@ def manifest_table(
             )
             for column in MANIFEST_COLUMNS:
                 rows[column].append(row[column])
-    schema = pa.schema(
-        [
-            ("identity", pa.string()),
-            ("image_index", pa.int32()),
-            ("shard", pa.int32()),
-            ("seed", pa.int64()),
-            ("t", pa.float64()),
-            ("source_image", pa.string()),
-            ("status", pa.string()),
-            ("message", pa.string()),
-            ("raw_path", pa.string()),
-            ("aligned_path", pa.string()),
-            ("det_score", pa.float32()),
-            ("cos_prototype", pa.float32()),
-            ("cos_condition", pa.float32()),
-        ]
-    )
-    return pa.table(rows, schema=schema)
+    return pa.table(rows, schema=MANIFEST_SCHEMA)
 
 
 def write_manifest(table: pa.Table, manifest: Path) -> None:
