@@ -15,6 +15,8 @@ from PIL import Image
 
 from digi2real import demo
 
+pytestmark = pytest.mark.unit
+
 N_IDENTITIES, IMAGES_PER_IDENTITY, N_FFHQ = 8, 6, 24
 MODEL_FILES = (
     "arc2face/encoder/config.json",
@@ -121,7 +123,7 @@ def test_data_layout(root):
 
 def test_ffhq_folders_of_a_thousand(tmp_path, monkeypatch):
     blank = Image.new("RGB", (1, 1))  # the layout is under test, not the drawing
-    monkeypatch.setattr(demo, "draw_ffhq_face", lambda index, seed=0: blank)
+    monkeypatch.setattr(demo.faces, "draw_ffhq_face", lambda index, seed=0: blank)
     demo.build_demo_data(tmp_path, n_identities=0, n_ffhq=1002)
     thumbnails = tmp_path / "ffhq" / "thumbnails128x128"
     assert sorted(p.name for p in thumbnails.iterdir()) == ["00000", "01000"]
