@@ -16,7 +16,7 @@ $(BIN)/digi2real: pyproject.toml constraints.txt
 install: $(BIN)/digi2real
 
 demo: install
-	$(BIN)/snakemake --cores 2
+	$(BIN)/snakemake --cores 2 --configfile demo.yaml
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/ruff check digi2real tests scripts
 	$(BIN)/ruff format --check digi2real tests scripts
 	$(BIN)/snakefmt --check Snakefile workflow
-	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --lint --configfile demo.yaml
 
 clean:
 	rm -rf $(VENV) demo results .snakemake

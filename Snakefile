@@ -1,5 +1,6 @@
 # digi2real: privacy-preserving synthetic face-recognition training sets by the Digi2Real method.
-# `snakemake --cores 2` runs the embedded demo; `snakemake --profile slurm` a lab's cluster run.
+# `snakemake --profile slurm --configfile my.yaml` runs a lab's cluster run (my.yaml: a copy of
+# config.yaml); `snakemake --cores 2 --configfile demo.yaml` the embedded demo.
 from snakemake.utils import min_version
 
 min_version("8.0")

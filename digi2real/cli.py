@@ -1,97 +1,116 @@
-"""`digi2real <stage>`: one subcommand per stage, called by the workflow or by hand on a node."""
+"""`digi2real <rule>`: one subcommand per workflow rule, named as the rule, plus `config`.
+
+Argument parsing only: each subcommand reads the slice of the config its stage reads
+(`digi2real/stages/<rule>.py`, CONFIG_KEYS) and calls the stage's `run`. The same flags name the
+same things everywhere: `--config`, `--out` for the main output, `--results` for the results
+folder.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
 
 from digi2real.errors import Digi2RealError
 
-CONFIG_HELP = "config YAML file, or the config as inline JSON"
+CONFIG_HELP = "config YAML file (validated, defaults filled), or the config slice as inline JSON"
 
 
-def _config(path: str):
+def stage_config(args, rule: str, **wildcards: str):
+    from digi2real.config import stage_config, stage_keys
+
+    keys = importlib.import_module(f"digi2real.stages.{rule}").CONFIG_KEYS
+    return stage_config(args.config, stage_keys(keys, **wildcards))
+
+
+def cmd_config(args) -> int:
+    import yaml
+
     from digi2real.config import load_config
 
-    return load_config(path)
-
-
-def cmd_demo_assets(args) -> int:
-    from digi2real.demo import build_demo_assets
-
-    out = Path(args.out)
-    build_demo_assets(out)
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    # Written last: the workflow's sign that the demo folder is complete.
-    (out / "built.txt").write_text("\n".join(f for f in files if f != "built.txt") + "\n")
+    print(yaml.safe_dump(load_config(args.config), sort_keys=False, allow_unicode=True), end="")
     return 0
 
 
-def cmd_index(args) -> int:
-    from digi2real.indexing import index_digiface, index_ffhq, write_index
+def cmd_demo_assets(args) -> int:
+    from digi2real.stages import demo_assets
 
-    config = _config(args.config)
-    index = index_digiface(config) if args.dataset == "digiface" else index_ffhq(config)
-    write_index(args.out, index)
-    logging.getLogger("digi2real").info("index %s: %d rows", args.dataset, len(index))
+    demo_assets.run(Path(args.out))
+    return 0
+
+
+def cmd_index_digiface(args) -> int:
+    from digi2real.stages import index_digiface
+
+    index_digiface.run(stage_config(args, "index_digiface"), Path(args.out))
+    return 0
+
+
+def cmd_index_ffhq(args) -> int:
+    from digi2real.stages import index_ffhq
+
+    index_ffhq.run(stage_config(args, "index_ffhq"), Path(args.out))
     return 0
 
 
 def cmd_embed(args) -> int:
-    from digi2real.indexing import read_index
-    from digi2real.stages import embed_shard
+    from digi2real.stages import embed
 
-    config = _config(args.config)
-    index = read_index(args.index)
-    embed_shard(config, args.dataset, index, args.shard, args.shard_size, Path(args.out))
+    config = stage_config(args, "embed", dataset=args.dataset)
+    embed.run(config, args.dataset, Path(args.index), args.shard, args.shard_size, Path(args.out))
     return 0
 
 
 def cmd_merge_embeddings(args) -> int:
-    from digi2real.formats import merge_embeddings
+    from digi2real.stages import merge_embeddings
 
-    merge_embeddings([Path(p) for p in args.inputs], Path(args.out))
+    merge_embeddings.run(Path(args.index), [Path(p) for p in args.inputs], Path(args.out))
     return 0
 
 
 def cmd_estimate_delta(args) -> int:
     from digi2real.stages import estimate_delta
 
-    estimate_delta(_config(args.config), Path(args.real), Path(args.synthetic), Path(args.out))
+    config = stage_config(args, "estimate_delta")
+    estimate_delta.run(config, Path(args.real), Path(args.synthetic), Path(args.out))
     return 0
 
 
 def cmd_plan(args) -> int:
     from digi2real.stages import plan
 
-    plan(_config(args.config), Path(args.embeddings), [Path(p) for p in args.out])
+    plan.run(stage_config(args, "plan"), Path(args.embeddings), [Path(p) for p in args.out])
     return 0
 
 
 def cmd_generate(args) -> int:
-    from digi2real.shards import generate_shard
+    from digi2real.stages import generate
 
-    return generate_shard(
-        _config(args.config), Path(args.plan), Path(args.delta), Path(args.manifest)
-    )
+    config = stage_config(args, "generate")
+    return generate.run(config, Path(args.plan), Path(args.delta), Path(args.out))
 
 
 def cmd_aggregate(args) -> int:
-    from digi2real.dataset import aggregate
+    from digi2real.stages import aggregate
 
-    manifest = Path(args.manifest)
-    shards = [Path(p) for p in args.manifests]
-    aggregate(_config(args.config), shards, manifest.parent, manifest, Path(args.dataset))
+    aggregate.run(
+        stage_config(args, "aggregate"),
+        Path(args.results),
+        [Path(p) for p in args.manifests],
+        Path(args.out),
+        Path(args.dataset),
+    )
     return 0
 
 
 def cmd_report(args) -> int:
-    from digi2real.dataset import report
+    from digi2real.stages import report
 
-    card = Path(args.card)
-    report(_config(args.config), Path(args.manifest), card.parent, card, Path(args.samples))
+    config = stage_config(args, "report")
+    report.run(config, Path(args.results), Path(args.manifest), Path(args.out), Path(args.samples))
     return 0
 
 
@@ -100,69 +119,61 @@ def parser() -> argparse.ArgumentParser:
     main.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = main.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo-assets", help="write the embedded demo data and tiny models")
-    p.add_argument("out", help="folder to write into")
-    p.set_defaults(run=cmd_demo_assets)
+    def command(name: str, run, help: str, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if config:
+            p.add_argument("--config", required=True, help=CONFIG_HELP)
+        p.set_defaults(run=run)
+        return p
 
-    p = sub.add_parser("index", help="select the input images of a dataset")
-    p.add_argument("dataset", choices=["digiface", "ffhq"])
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p = command("config", cmd_config, "print the resolved config: what will run")
+
+    p = command("demo-assets", cmd_demo_assets, "the embedded demo's data and models", False)
+    p.add_argument("--out", required=True, help="folder to write into")
+
+    p = command("index-digiface", cmd_index_digiface, "select the DigiFace identities")
     p.add_argument("--out", required=True, help="index .parquet to write")
-    p.set_defaults(run=cmd_index)
 
-    p = sub.add_parser("embed", help="ArcFace embeddings of one shard of an index")
+    p = command("index-ffhq", cmd_index_ffhq, "select the FFHQ images")
+    p.add_argument("--out", required=True, help="index .parquet to write")
+
+    p = command("embed", cmd_embed, "ArcFace embeddings of one shard of an index")
     p.add_argument("dataset", choices=["digiface", "ffhq"])
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help="index .parquet of the dataset")
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
     p.add_argument("--out", required=True, help="embeddings .h5 to write")
-    p.set_defaults(run=cmd_embed)
 
-    p = sub.add_parser("merge-embeddings", help="concatenate embedding shards")
-    p.add_argument("--out", required=True)
-    p.add_argument("inputs", nargs="+")
-    p.set_defaults(run=cmd_merge_embeddings)
+    p = command("merge-embeddings", cmd_merge_embeddings, "concatenate embedding shards", False)
+    p.add_argument("--index", required=True, help="the index the shards were cut from")
+    p.add_argument("--out", required=True, help="embeddings .h5 to write")
+    p.add_argument("inputs", nargs="+", help="embedding shards, in shard order")
 
-    p = sub.add_parser("estimate-delta", help="the realism shift between FFHQ and DigiFace")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p = command("estimate-delta", cmd_estimate_delta, "the realism shift of FFHQ over DigiFace")
     p.add_argument("--real", required=True, help="FFHQ embeddings .h5")
     p.add_argument("--synthetic", required=True, help="DigiFace embeddings .h5")
     p.add_argument("--out", required=True, help="delta .h5 to write")
-    p.set_defaults(run=cmd_estimate_delta)
 
-    p = sub.add_parser("plan", help="prototypes, conditions and seeds, one file per shard")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p = command("plan", cmd_plan, "prototypes, conditions and seeds, one file per shard")
     p.add_argument("--embeddings", required=True, help="DigiFace embeddings .h5")
-    p.add_argument(
-        "--out", nargs="+", required=True, help="plan files to write, shard 0, 1, ... in order"
-    )
-    p.set_defaults(run=cmd_plan)
+    p.add_argument("--out", nargs="+", required=True, help="plan files, shard 0, 1, ... in order")
 
-    p = sub.add_parser("generate", help="generate and check one shard (GPU job)")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p = command("generate", cmd_generate, "generate and check one shard (GPU job)")
     p.add_argument("--plan", required=True, help="plan/<shard>.h5")
-    p.add_argument("--delta", required=True)
-    p.add_argument("--manifest", required=True, help="shards/<shard>/manifest.parquet to commit")
-    p.set_defaults(run=cmd_generate)
+    p.add_argument("--delta", required=True, help="delta.h5")
+    p.add_argument("--out", required=True, help="shards/<shard>/manifest.parquet to commit")
 
-    p = sub.add_parser("aggregate", help="merge shard manifests, filter, build the dataset")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
-    p.add_argument(
-        "--manifest", required=True, help="manifest.parquet to write, in the results folder"
-    )
+    p = command("aggregate", cmd_aggregate, "merge shard manifests, filter, build the dataset")
+    p.add_argument("--results", required=True, help="results folder the manifests lie in")
+    p.add_argument("--out", required=True, help="manifest.parquet to write")
     p.add_argument("--dataset", required=True, help="dataset folder to write")
     p.add_argument("manifests", nargs="+", help="shard manifests")
-    p.set_defaults(run=cmd_aggregate)
 
-    p = sub.add_parser("report", help="the dataset card and a sample grid")
-    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p = command("report", cmd_report, "the dataset card and a sample grid")
+    p.add_argument("--results", required=True, help="results folder")
     p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
-    p.add_argument(
-        "--card", required=True, help="dataset_card.json to write, in the results folder"
-    )
+    p.add_argument("--out", required=True, help="dataset_card.json to write")
     p.add_argument("--samples", required=True, help="sample grid .png to write")
-    p.set_defaults(run=cmd_report)
     return main
 
 

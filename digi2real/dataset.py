@@ -1,27 +1,21 @@
-"""Aggregation: shard manifests -> one manifest, the quality filter, the dataset and its card.
+"""The quality filter, the ImageFolder dataset and the dataset card.
 
 The thresholds are read here only, so changing them re-runs this step and nothing upstream.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from PIL import Image
 
-from digi2real.config import Config, get
-from digi2real.errors import DataError
+from digi2real.config import Config
 from digi2real.formats import atomic_path
-from digi2real.shards import MANIFEST_COLUMNS, write_manifest
 
 LOW_DET_SCORE = "low_det_score"
 LOW_COS_PROTOTYPE = "low_cos_prototype"
@@ -30,42 +24,20 @@ TOO_FEW_IN_IDENTITY = "too_few_images_in_identity"
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_det_score: float = 0.5
-    min_cos_prototype: float = 0.0
-    min_images_per_identity: int = 1
+    """The quality thresholds of a resolved config (no defaults here: the schema's)."""
+
+    min_det_score: float
+    min_cos_prototype: float
+    min_images_per_identity: int
 
     @classmethod
     def from_config(cls, config: Config) -> Thresholds:
+        quality = config["quality"]
         return cls(
-            min_det_score=float(get(config, "quality.min_det_score", 0.5, kind=(int, float))),
-            min_cos_prototype=float(
-                get(config, "quality.min_cos_prototype", 0.0, kind=(int, float))
-            ),
-            min_images_per_identity=get(config, "quality.min_images_per_identity", 1, kind=int),
+            min_det_score=float(quality["min_det_score"]),
+            min_cos_prototype=float(quality["min_cos_prototype"]),
+            min_images_per_identity=quality["min_images_per_identity"],
         )
-
-
-def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
-    tables = []
-    for manifest in manifests:
-        try:
-            table = pq.read_table(manifest)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise DataError(f"{manifest}: cannot read shard manifest: {error}") from None
-        missing = set(MANIFEST_COLUMNS) - set(table.column_names)
-        if missing:
-            raise DataError(f"{manifest}: not a shard manifest, lacks {sorted(missing)}")
-        prefix = str(manifest.parent.relative_to(results)) + "/"
-        for column in ("raw_path", "aligned_path"):
-            values = table.column(column)
-            relative = pc.if_else(
-                pc.equal(values, ""), "", pc.binary_join_element_wise(prefix, values, "")
-            )
-            table = table.set_column(table.schema.get_field_index(column), column, relative)
-        tables.append(table.select(list(MANIFEST_COLUMNS)))
-    if not tables:
-        raise DataError("no shard manifests to aggregate")
-    return pa.concat_tables(tables)
 
 
 def apply_filter(table: pa.Table, thresholds: Thresholds) -> pa.Table:
@@ -127,13 +99,6 @@ def write_dataset(table: pa.Table, results: Path, dataset: Path) -> None:
         link_or_copy(results / aligned, staging / Path(target).relative_to("dataset"))
     shutil.rmtree(dataset, ignore_errors=True)
     os.replace(staging, dataset)
-
-
-def aggregate(config: Config, manifests: list[Path], results: Path, manifest: Path, dataset: Path):
-    table = apply_filter(read_shard_manifests(manifests, results), Thresholds.from_config(config))
-    write_dataset(table, results, dataset)
-    write_manifest(table, manifest)
-    return table
 
 
 # --- the dataset card ---------------------------------------------------------------------
@@ -200,22 +165,3 @@ def sample_grid(
                 grid.paste(crop.convert("RGB"), (112 * col, 112 * row))
     with atomic_path(path) as temporary:
         grid.save(temporary, format="PNG")
-
-
-def report(config: Config, manifest: Path, results: Path, card: Path, samples: Path) -> dict:
-    from digi2real import models
-
-    started = time.monotonic()
-    table = pq.read_table(manifest)
-    specs = models.FACE_MODELS + models.GENERATION_MODELS
-    hashes = models.model_hashes(config, specs)
-    content = dataset_card(table, config, hashes)
-    shard_times = [p.stat().st_mtime for p in (results / "shards").glob("*/manifest.parquet")]
-    index_times = [p.stat().st_mtime for p in (results / "index").glob("*.parquet")]
-    if shard_times and index_times:
-        content["wall_time_s"] = round(max(shard_times) - min(index_times), 1)
-    sample_grid(table, results, samples)
-    with atomic_path(card) as temporary:
-        temporary.write_text(json.dumps(content, indent=2) + "\n")
-    content["report_seconds"] = time.monotonic() - started
-    return content

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from digi2real.errors import DataError
-from digi2real.formats import atomic_path, open_h5
+from digi2real.formats import Delta
 
 MODES = ("per_token", "pooled")
 
@@ -43,17 +40,6 @@ def projected_mean(project, chunks: Iterable[np.ndarray]) -> StreamingMean:
     return mean
 
 
-@dataclass
-class Delta:
-    delta: np.ndarray  # (77, hidden) float32; pooled mode repeats one vector on every token
-    mean_real: np.ndarray
-    mean_synthetic: np.ndarray
-    n_real: int
-    n_synthetic: int
-    mode: str
-    attrs: dict = field(default_factory=dict)
-
-
 def compute_delta(real: StreamingMean, synthetic: StreamingMean, mode: str = "per_token") -> Delta:
     if mode not in MODES:
         raise ValueError(f"unknown delta mode {mode!r}; expected one of {MODES}")
@@ -69,30 +55,3 @@ def compute_delta(real: StreamingMean, synthetic: StreamingMean, mode: str = "pe
         n_synthetic=synthetic.count,
         mode=mode,
     )
-
-
-def write_delta(path: str | Path, delta: Delta) -> None:
-    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
-        file.create_dataset("delta", data=delta.delta)
-        file.create_dataset("mean_real", data=delta.mean_real)
-        file.create_dataset("mean_synthetic", data=delta.mean_synthetic)
-        file.attrs.update(
-            {"n_real": delta.n_real, "n_synthetic": delta.n_synthetic, "mode": delta.mode}
-        )
-        file.attrs.update(delta.attrs)
-
-
-def read_delta(path: str | Path) -> Delta:
-    with open_h5(path, "a delta file") as file:
-        if "delta" not in file:
-            raise DataError(f"{path}: not a delta file, lacks the dataset 'delta'")
-        attrs = dict(file.attrs)
-        return Delta(
-            delta=file["delta"][()],
-            mean_real=file["mean_real"][()],
-            mean_synthetic=file["mean_synthetic"][()],
-            n_real=int(attrs.pop("n_real")),
-            n_synthetic=int(attrs.pop("n_synthetic")),
-            mode=str(attrs.pop("mode")),
-            attrs=attrs,
-        )

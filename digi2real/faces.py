@@ -152,27 +152,9 @@ class FacePipeline:
             yield from self.process_images(batch)
 
 
-FACE_DEFAULTS = {
-    "providers": "auto",
-    "prealigned": False,
-    "det_size": 640,
-    "det_thresh": 0.5,
-    "pad": 0.0,
-    "batch_size": 64,
-}
-
-
-def face_settings(config, dataset: str | None = None) -> dict:
-    """`face:` settings, overridden by `<dataset>.face:` (DigiFace and FFHQ crop differently)."""
-    from digi2real.config import get
-
-    settings = {**FACE_DEFAULTS, **get(config, "face", {}, kind=dict)}
-    if dataset is not None:
-        settings.update(get(config, f"{dataset}.face", {}, kind=dict))
-    return settings
-
-
-def face_pipeline_from_config(config, dataset: str | None = None) -> FacePipeline:
+def face_pipeline_from_config(config, section: str) -> FacePipeline:
+    """The face pipeline of `<section>.face` (digiface, ffhq or quality), resolved: a key it
+    leaves out was inherited from `face:` (digi2real.config.resolve_config)."""
     from digi2real.models import (
         ARCFACE,
         DETECTOR,
@@ -182,7 +164,7 @@ def face_pipeline_from_config(config, dataset: str | None = None) -> FacePipelin
         onnx_providers,
     )
 
-    settings = face_settings(config, dataset)
+    settings = config[section]["face"]
     providers = onnx_providers(str(settings["providers"]))
     prealigned = bool(settings["prealigned"])
     detector = None if prealigned else load_detector(model_path(config, DETECTOR), providers)

@@ -1,6 +1,6 @@
-"""The files stages hand to each other, and writing them so no reader ever sees half a file.
-
-Contracts (datasets and attributes) are documented in docs/file-contracts.md.
+"""Every file the stages hand to each other: its reader and its writer, in the order of
+docs/file-contracts.md, which documents each contract. Every file is written under a temporary
+name and renamed, so that no reader ever sees half a file.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from PIL import Image
 
 from digi2real.errors import DataError
 
@@ -44,6 +49,51 @@ def open_h5(path: str | Path, what: str) -> h5py.File:
 
 def read_strings(dataset) -> list[str]:
     return [value.decode() if isinstance(value, bytes) else str(value) for value in dataset[()]]
+
+
+# --- index --------------------------------------------------------------------------------
+
+
+@dataclass
+class Index:
+    group: list[int]
+    identity: list[str]
+    path: list[str]
+    root: str
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+    def rows_of_shard(self, shard: int, shard_size: int) -> list[int]:
+        low, high = shard * shard_size, (shard + 1) * shard_size
+        return [row for row, group in enumerate(self.group) if low <= group < high]
+
+
+def write_index(path: str | Path, index: Index) -> None:
+    table = pa.table(
+        {
+            "group": pa.array(index.group, pa.int64()),
+            "identity": pa.array(index.identity, pa.string()),
+            "path": pa.array(index.path, pa.string()),
+        },
+        metadata={"root": index.root},
+    )
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
+
+
+def read_index(path: str | Path) -> Index:
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise DataError(f"{path}: cannot read index: {error}") from None
+    metadata = table.schema.metadata or {}
+    return Index(
+        group=table.column("group").to_pylist(),
+        identity=table.column("identity").to_pylist(),
+        path=table.column("path").to_pylist(),
+        root=metadata.get(b"root", b"").decode(),
+    )
 
 
 # --- embeddings ----------------------------------------------------------------------------
@@ -102,31 +152,180 @@ def iter_ok_embeddings(path: str | Path, chunk_size: int) -> Iterator[np.ndarray
                 yield file["embedding"][start : start + chunk_size][ok]
 
 
-def merge_embeddings(inputs: list[Path], output: Path) -> None:
-    """Concatenate per-shard embedding files; attributes must agree (same models, same mode)."""
-    tables = [read_embeddings(path) for path in inputs]
-    if not tables:
-        raise DataError("no embedding shards to merge")
-    first = tables[0].attrs
-    for path, table in zip(inputs, tables, strict=True):
-        differing = {
-            k
-            for k in set(first) | set(table.attrs)
-            if k != "shard" and not np.array_equal(first.get(k), table.attrs.get(k))
-        }
-        if differing:
-            raise DataError(f"{path}: attributes {sorted(differing)} differ from {inputs[0]}")
-    attrs = {k: v for k, v in first.items() if k != "shard"}
-    attrs["n_shards"] = len(tables)
-    write_embeddings(
-        output,
-        EmbeddingTable(
-            embedding=np.concatenate([t.embedding for t in tables]),
-            status=np.concatenate([t.status for t in tables]),
-            identity=[x for t in tables for x in t.identity],
-            path=[x for t in tables for x in t.path],
-            det_score=np.concatenate([t.det_score for t in tables]),
-            message=[x for t in tables for x in t.message],
+# --- delta --------------------------------------------------------------------------------
+
+
+@dataclass
+class Delta:
+    delta: np.ndarray  # (77, hidden) float32; pooled mode repeats one vector on every token
+    mean_real: np.ndarray
+    mean_synthetic: np.ndarray
+    n_real: int
+    n_synthetic: int
+    mode: str
+    attrs: dict = field(default_factory=dict)
+
+
+def write_delta(path: str | Path, delta: Delta) -> None:
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        file.create_dataset("delta", data=delta.delta)
+        file.create_dataset("mean_real", data=delta.mean_real)
+        file.create_dataset("mean_synthetic", data=delta.mean_synthetic)
+        file.attrs.update(
+            {"n_real": delta.n_real, "n_synthetic": delta.n_synthetic, "mode": delta.mode}
+        )
+        file.attrs.update(delta.attrs)
+
+
+def read_delta(path: str | Path) -> Delta:
+    with open_h5(path, "a delta file") as file:
+        if "delta" not in file:
+            raise DataError(f"{path}: not a delta file, lacks the dataset 'delta'")
+        attrs = dict(file.attrs)
+        return Delta(
+            delta=file["delta"][()],
+            mean_real=file["mean_real"][()],
+            mean_synthetic=file["mean_synthetic"][()],
+            n_real=int(attrs.pop("n_real")),
+            n_synthetic=int(attrs.pop("n_synthetic")),
+            mode=str(attrs.pop("mode")),
             attrs=attrs,
-        ),
-    )
+        )
+
+
+# --- plan ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ShardPlan:
+    shard: int
+    # per identity
+    identities: list[str] = field(default_factory=list)
+    prototypes: list[np.ndarray] = field(default_factory=list)
+    n_sources_ok: list[int] = field(default_factory=list)
+    identity_status: list[str] = field(default_factory=list)  # planned | skipped
+    identity_reason: list[str] = field(default_factory=list)
+    # per image
+    image_identity: list[str] = field(default_factory=list)
+    image_index: list[int] = field(default_factory=list)
+    source_path: list[str] = field(default_factory=list)
+    t: list[float] = field(default_factory=list)
+    seed: list[int] = field(default_factory=list)
+    condition: list[np.ndarray] = field(default_factory=list)
+    attrs: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+
+def write_plan(path: str | Path, plan: ShardPlan) -> None:
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        identities = file.create_group("identities")
+        identities.create_dataset("identity", data=plan.identities, dtype=STRING)
+        identities.create_dataset(
+            "prototype", data=np.asarray(plan.prototypes, dtype=np.float32).reshape(-1, 512)
+        )
+        identities.create_dataset("n_sources_ok", data=np.asarray(plan.n_sources_ok, np.int32))
+        identities.create_dataset("status", data=plan.identity_status, dtype=STRING)
+        identities.create_dataset("reason", data=plan.identity_reason, dtype=STRING)
+        images = file.create_group("images")
+        images.create_dataset("identity", data=plan.image_identity, dtype=STRING)
+        images.create_dataset("image_index", data=np.asarray(plan.image_index, np.int32))
+        images.create_dataset("source_path", data=plan.source_path, dtype=STRING)
+        images.create_dataset("t", data=np.asarray(plan.t, np.float64))
+        images.create_dataset("seed", data=np.asarray(plan.seed, np.int64))
+        images.create_dataset(
+            "condition", data=np.asarray(plan.condition, dtype=np.float32).reshape(-1, 512)
+        )
+        file.attrs.update({"shard": plan.shard, **plan.attrs})
+
+
+def read_plan(path: str | Path) -> ShardPlan:
+    with open_h5(path, "a plan shard") as file:
+        if "images" not in file or "identities" not in file:
+            raise DataError(f"{path}: not a plan shard, lacks the groups images/ and identities/")
+        ids, images = file["identities"], file["images"]
+        attrs = dict(file.attrs)
+        return ShardPlan(
+            shard=int(attrs.pop("shard")),
+            identities=read_strings(ids["identity"]),
+            prototypes=list(ids["prototype"][()]),
+            n_sources_ok=ids["n_sources_ok"][()].tolist(),
+            identity_status=read_strings(ids["status"]),
+            identity_reason=read_strings(ids["reason"]),
+            image_identity=read_strings(images["identity"]),
+            image_index=images["image_index"][()].tolist(),
+            source_path=read_strings(images["source_path"]),
+            t=images["t"][()].tolist(),
+            seed=images["seed"][()].tolist(),
+            condition=list(images["condition"][()]),
+            attrs=attrs,
+        )
+
+
+# --- shard manifests and images -----------------------------------------------------------
+
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("identity", pa.string()),
+        ("image_index", pa.int32()),
+        ("shard", pa.int32()),
+        ("seed", pa.int64()),
+        ("t", pa.float64()),
+        ("source_image", pa.string()),
+        ("status", pa.string()),
+        ("message", pa.string()),
+        ("raw_path", pa.string()),
+        ("aligned_path", pa.string()),
+        ("det_score", pa.float32()),
+        ("cos_prototype", pa.float32()),
+        ("cos_condition", pa.float32()),
+    ]
+)
+MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
+
+
+def raw_path(identity: str, image_index: int) -> str:
+    return f"raw/{identity}/{image_index}.png"
+
+
+def aligned_path(identity: str, image_index: int) -> str:
+    return f"aligned/{identity}/{image_index}.png"
+
+
+def save_png(image: np.ndarray, path: Path) -> None:
+    """Write an RGB uint8 array as PNG under a temporary name, then rename it into place."""
+    with atomic_path(path) as temporary:
+        Image.fromarray(image).save(temporary, format="PNG")
+
+
+def write_manifest(table: pa.Table, manifest: Path) -> None:
+    """The CSV copy first, the Parquet commit record last, each renamed into place."""
+    with atomic_path(manifest.with_suffix(".csv")) as temporary:
+        pacsv.write_csv(table, temporary)
+    with atomic_path(manifest) as temporary:
+        pq.write_table(table, temporary)
+
+
+def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
+    tables = []
+    for manifest in manifests:
+        try:
+            table = pq.read_table(manifest)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise DataError(f"{manifest}: cannot read shard manifest: {error}") from None
+        missing = set(MANIFEST_COLUMNS) - set(table.column_names)
+        if missing:
+            raise DataError(f"{manifest}: not a shard manifest, lacks {sorted(missing)}")
+        prefix = str(manifest.parent.relative_to(results)) + "/"
+        for column in ("raw_path", "aligned_path"):
+            values = table.column(column)
+            relative = pc.if_else(
+                pc.equal(values, ""), "", pc.binary_join_element_wise(prefix, values, "")
+            )
+            table = table.set_column(table.schema.get_field_index(column), column, relative)
+        tables.append(table.select(list(MANIFEST_COLUMNS)))
+    if not tables:
+        raise DataError("no shard manifests to aggregate")
+    return pa.concat_tables(tables)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from digi2real.config import Config, get
+from digi2real.config import Config
 from digi2real.errors import ModelFileError
 from digi2real.projection import Arc2FaceProjector
 
@@ -28,33 +28,31 @@ class Interrupted(Exception):
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    steps: int = 25
-    guidance: float = 3.0
-    height: int = 512
-    width: int = 512
-    batch_size: int = 4
-    device: str = "auto"
-    dtype: str = "auto"
-    scheduler: str = "dpmsolver++"
-    delta_scale: float = 1.0
+    """`generation:` and `delta.scale` of a resolved config (no defaults here: the schema's)."""
+
+    steps: int
+    guidance: float
+    height: int
+    width: int
+    batch_size: int
+    device: str
+    dtype: str
+    scheduler: str
+    delta_scale: float
 
     @classmethod
     def from_config(cls, config: Config) -> GenerationSettings:
-        lcm = get(config, "models.lcm_lora", None) is not None
+        generation = config["generation"]
         return cls(
-            steps=get(config, "generation.steps", 4 if lcm else 25, kind=int),
-            guidance=float(
-                get(config, "generation.guidance", 1.0 if lcm else 3.0, kind=(int, float))
-            ),
-            height=get(config, "generation.height", 512, kind=int),
-            width=get(config, "generation.width", 512, kind=int),
-            batch_size=get(config, "generation.batch_size", 4, kind=int),
-            device=get(config, "generation.device", "auto", kind=str),
-            dtype=get(config, "generation.dtype", "auto", kind=str),
-            scheduler="lcm"
-            if lcm
-            else get(config, "generation.scheduler", "dpmsolver++", kind=str),
-            delta_scale=float(get(config, "delta.scale", 1.0, kind=(int, float))),
+            steps=generation["steps"],
+            guidance=float(generation["guidance"]),
+            height=generation["height"],
+            width=generation["width"],
+            batch_size=generation["batch_size"],
+            device=generation["device"],
+            dtype=generation["dtype"],
+            scheduler=generation["scheduler"],
+            delta_scale=float(config["delta"]["scale"]),
         )
 
 

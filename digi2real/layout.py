@@ -1,7 +1,8 @@
-"""How many shards a run has, from the config alone (standard library only).
+"""The input folders and how many shards a run has, from the resolved config alone.
 
-The workflow imports this at parse time, in whatever Python runs Snakemake, so the DAG is
-static and `snakemake -n` shows the whole run before anything has been computed.
+Standard library only: the workflow imports this at parse time, in whatever Python runs
+Snakemake, so the DAG is static and `snakemake -n` shows the whole run before anything has been
+computed. The indexing stages use the same functions, so the dry run and the run count alike.
 """
 
 from __future__ import annotations
@@ -10,46 +11,92 @@ import math
 import os
 from pathlib import Path
 
+from digi2real.errors import DataError
+
+# The one list of image suffixes, compared case-insensitively (FFHQ as .JPG counts too).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
 
 def natural_key(name: str) -> tuple[int, int | str]:
     return (0, int(name)) if name.isdigit() else (1, name)
 
 
-def list_identities(root: Path) -> list[str]:
-    """DigiFace subject folders under `root`, in numeric order."""
-    from digi2real.errors import DataError
+def identity_folders(root: Path) -> dict[str, str]:
+    """DigiFace subject id -> its folder relative to `root`, in numeric order of the ids.
 
+    `root` holds the subject folders, or the unpacked part folders of DigiFace-1M's zips side by
+    side (`subjects_0-1999_72_imgs/`, ...): a part is a folder holding folders and no image.
+    The identity is the subject folder's name, whichever part it is in; a name found in two
+    parts is an error naming both.
+    """
     if not root.is_dir():
         raise DataError(f"config key digiface.root: {root} is not a folder")
-    with os.scandir(root) as entries:
-        names = [entry.name for entry in entries if entry.is_dir()]
-    if not names:
+    found: dict[str, str] = {}
+    for name in _subfolders(root):
+        # Subject folders are named by number; only other names can be parts, so a root of
+        # 100,000 subjects is listed without opening each of them.
+        members = [] if name.isdigit() else _part_members(root / name)
+        for identity, relative in members or [(name, name)]:
+            if identity in found:
+                raise DataError(
+                    f"config key digiface.root: identity {identity} is in both "
+                    f"{root / found[identity]} and {root / relative}"
+                )
+            found[identity] = relative
+    if not found:
         raise DataError(f"config key digiface.root: {root} holds no identity folders")
-    return sorted(names, key=natural_key)
+    return {identity: found[identity] for identity in sorted(found, key=natural_key)}
+
+
+def _subfolders(folder: Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        return [entry.name for entry in entries if entry.is_dir()]
+
+
+def _part_members(folder: Path) -> list[tuple[str, str]]:
+    """The subject folders of a part folder; empty when `folder` is a subject itself."""
+    with os.scandir(folder) as entries:
+        listed = list(entries)
+    if any(entry.is_file() and is_image(entry.name) for entry in listed):
+        return []
+    return [(e.name, f"{folder.name}/{e.name}") for e in listed if e.is_dir()]
 
 
 def count_selected_identities(config: dict) -> int:
-    selection = config["digiface"].get("selection") or {}
-    mode = selection.get("mode", "range")
-    if mode == "random":
+    """How many identities the resolved config selects; lists the root only when it must."""
+    selection = config["digiface"]["selection"]
+    if selection["mode"] == "random":
         return int(selection["count"])
-    if mode == "list":
+    if selection["mode"] == "list":
         lines = Path(selection["file"]).read_text().splitlines()
         return len(dict.fromkeys(line.strip() for line in lines if line.strip()))
-    count = selection.get("count")
-    if count is not None:
+    if selection["count"] is not None:
         # Known without listing a folder of 100,000 subjects; shards past the end are empty.
-        return int(count)
-    start = int(selection.get("start", 0))
-    return max(0, len(list_identities(Path(config["digiface"]["root"]))) - start)
+        return int(selection["count"])
+    available = len(identity_folders(Path(config["digiface"]["root"])))
+    return max(0, available - int(selection["start"]))
+
+
+def ffhq_image_files(root: Path) -> list[Path]:
+    """Every image under the FFHQ root, in sorted order of the relative path."""
+    if not root.is_dir():
+        raise DataError(f"config key ffhq.root: {root} is not a folder")
+    files = [
+        Path(folder, name) for folder, _, names in os.walk(root) for name in names if is_image(name)
+    ]
+    return sorted(files, key=lambda path: str(path.relative_to(root)))
 
 
 def count_ffhq_images(config: dict) -> int:
-    count = config["ffhq"].get("count")
+    count = config["ffhq"]["count"]
     if count is not None:
+        # As for the DigiFace selection: known without listing 70,000 files.
         return int(count)
-    root = Path(config["ffhq"]["root"])
-    return sum(1 for _ in root.rglob("*.png"))
+    return len(ffhq_image_files(Path(config["ffhq"]["root"])))
 
 
 def n_shards(items: int, per_shard: int) -> int:

@@ -8,64 +8,26 @@ come from its own seed, it ends with the same images as an uninterrupted run.
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-from PIL import Image
 
-from digi2real.config import Config, get
-from digi2real.delta import read_delta
-from digi2real.errors import DataError
-from digi2real.faces import FacePipeline, FaceResult, face_pipeline_from_config, read_image
-from digi2real.formats import atomic_path
-from digi2real.generation import (
-    Arc2FaceGenerator,
-    GenerationSettings,
-    Interrupted,
-    build_pipeline,
-    to_uint8,
+from digi2real.faces import FacePipeline, FaceResult, read_image
+from digi2real.formats import (
+    MANIFEST_COLUMNS,
+    MANIFEST_SCHEMA,
+    ShardPlan,
+    aligned_path,
+    raw_path,
+    save_png,
 )
-from digi2real.planning import ShardPlan, image_seed, read_plan
+from digi2real.generation import Arc2FaceGenerator, to_uint8
+from digi2real.planning import image_seed
 from digi2real.progress import Progress, log
 from digi2real.status import Status
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("identity", pa.string()),
-        ("image_index", pa.int32()),
-        ("shard", pa.int32()),
-        ("seed", pa.int64()),
-        ("t", pa.float64()),
-        ("source_image", pa.string()),
-        ("status", pa.string()),
-        ("message", pa.string()),
-        ("raw_path", pa.string()),
-        ("aligned_path", pa.string()),
-        ("det_score", pa.float32()),
-        ("cos_prototype", pa.float32()),
-        ("cos_condition", pa.float32()),
-    ]
-)
-MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
-
-
-def raw_path(identity: str, image_index: int) -> str:
-    return f"raw/{identity}/{image_index}.png"
-
-
-def aligned_path(identity: str, image_index: int) -> str:
-    return f"aligned/{identity}/{image_index}.png"
-
-
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Write an RGB uint8 array as PNG under a temporary name, then rename it into place."""
-    with atomic_path(path) as temporary:
-        Image.fromarray(image).save(temporary, format="PNG")
+from digi2real.testing import Faults
 
 
 class StopFlag:
@@ -84,32 +46,6 @@ class StopFlag:
 
     def __call__(self) -> bool:
         return self.stopped
-
-
-class Faults:
-    """Fault injection for the tests, read from the environment; inert when unset."""
-
-    def __init__(self, shard: int) -> None:
-        self.shard = shard
-        self.fail = str(shard) in os.environ.get("DIGI2REAL_FAIL_SHARDS", "").split(",")
-        self.fail_once_dir = os.environ.get("DIGI2REAL_FAIL_ONCE_DIR")
-        self.kill_after = int(os.environ.get("DIGI2REAL_KILL_AFTER_IMAGES", "0") or 0)
-        self.written = 0
-
-    def image_written(self) -> None:
-        self.written += 1
-        if self.kill_after and self.written >= self.kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def before_commit(self) -> None:
-        if self.fail:
-            raise RuntimeError(f"shard {self.shard}: failure injected by DIGI2REAL_FAIL_SHARDS")
-        if self.fail_once_dir:
-            marker = Path(self.fail_once_dir) / f"shard-{self.shard}"
-            if not marker.exists():
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.touch()
-                raise RuntimeError(f"shard {self.shard}: one failure injected")
 
 
 def generate_missing(
@@ -228,45 +164,3 @@ def manifest_table(
             for column in MANIFEST_COLUMNS:
                 rows[column].append(row[column])
     return pa.table(rows, schema=MANIFEST_SCHEMA)
-
-
-def write_manifest(table: pa.Table, manifest: Path) -> None:
-    """The CSV copy first, the Parquet commit record last, each renamed into place."""
-    with atomic_path(manifest.with_suffix(".csv")) as temporary:
-        pacsv.write_csv(table, temporary)
-    with atomic_path(manifest) as temporary:
-        pq.write_table(table, temporary)
-
-
-def generate_shard(config: Config, plan_path: Path, delta_path: Path, manifest: Path) -> int:
-    """Run one shard into the folder of `manifest`; returns the process exit code."""
-    plan = read_plan(plan_path)
-    delta = read_delta(delta_path)
-    settings = GenerationSettings.from_config(config)
-    shard_dir = manifest.parent
-    stop = StopFlag()
-    stop.install()
-    faults = Faults(plan.shard)
-    failures: dict[int, str] = {}
-    if len(plan):
-        generator = Arc2FaceGenerator(build_pipeline(config, settings), settings, delta.delta)
-        hidden = generator.projector.hidden_size
-        if delta.delta.shape != (generator.projector.prompt_ids.shape[1], hidden):
-            raise DataError(
-                f"{delta_path}: delta has shape {delta.delta.shape}, the encoder gives "
-                f"(77, {hidden}); was it estimated with another encoder?"
-            )
-        try:
-            failures = generate_missing(generator, plan, shard_dir, stop, faults)
-        except Interrupted:
-            pass
-        if stop():
-            log.warning("shard %d: stopped; images on disk are kept for the rerun", plan.shard)
-            return 143
-    faces = face_pipeline_from_config(config, "quality")
-    results = check_images(faces, plan, shard_dir, failures)
-    faults.before_commit()
-    images_per_identity = get(config, "plan.images_per_identity", 20, kind=int)
-    write_manifest(manifest_table(plan, results, images_per_identity), manifest)
-    log.info("shard %d: committed %s", plan.shard, manifest)
-    return 0

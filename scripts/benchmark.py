@@ -72,10 +72,11 @@ def bench_projection(demo: Path) -> None:
 
 
 def bench_generation(demo: Path) -> None:
+    from digi2real.config import resolve_config
     from digi2real.generation import Arc2FaceGenerator, GenerationSettings, build_pipeline
 
     m = demo / "models"
-    config = {
+    given = {
         "models": {
             "arc2face_encoder": str(m / "arc2face/encoder"),
             "arc2face_unet": str(m / "arc2face/arc2face"),
@@ -85,7 +86,8 @@ def bench_generation(demo: Path) -> None:
         }
     }
     for size in (128, 512):
-        config["generation"] = {"height": size, "width": size, "device": "cpu", "batch_size": 4}
+        given["generation"] = {"height": size, "width": size, "device": "cpu", "batch_size": 4}
+        config = resolve_config(given)
         settings = GenerationSettings.from_config(config)
         generator = Arc2FaceGenerator(build_pipeline(config, settings), settings, None)
         conditions = np.eye(4, 512, dtype=np.float32)
@@ -99,7 +101,7 @@ def bench_dryrun(folder: Path, demo: Path) -> None:
     root = folder / "digiface_20k"
     for identity in range(20_000):
         (root / str(identity)).mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load((REPO / "config.yaml").read_text().replace("demo/", f"{demo}/"))
+    config = yaml.safe_load((REPO / "demo.yaml").read_text().replace("demo/", f"{demo}/"))
     config.update(demo=None, results=str(folder / "results"))
     config["digiface"].update(root=str(root), selection={"mode": "range", "start": 0})
     config["digiface"]["identities_per_embed_shard"] = 1000
@@ -133,7 +135,7 @@ def bench_aggregate(folder: Path) -> None:
 def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> list[Path]:
     import pyarrow as pa
 
-    from digi2real.shards import write_manifest
+    from digi2real.formats import write_manifest
 
     rng = np.random.default_rng(0)
     manifests = []
@@ -172,14 +174,16 @@ def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> lis
 
 
 def aggregate_child(folder: Path) -> None:
-    from digi2real.dataset import aggregate
+    from digi2real.stages import aggregate
 
     results = folder / "aggregate"
     manifests = write_fake_shards(results)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    config = {"quality": {"min_det_score": 0.5}}
-    aggregate(config, manifests, results, results / "manifest.parquet", results / "dataset")
+    config = {
+        "quality": {"min_det_score": 0.5, "min_cos_prototype": 0.0, "min_images_per_identity": 1}
+    }
+    aggregate.run(config, results, manifests, results / "manifest.parquet", results / "dataset")
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(

@@ -19,8 +19,8 @@ def demo_root(tmp_path_factory) -> Path:
 
 
 def write_demo_config(folder: Path, demo_root: Path, **overrides) -> Path:
-    """The repo's config.yaml, pointed at `demo_root`, with dotted-key overrides."""
-    text = (REPO / "config.yaml").read_text().replace("demo/", f"{demo_root}/")
+    """The repo's demo.yaml, pointed at `demo_root`, with dotted-key overrides."""
+    text = (REPO / "demo.yaml").read_text().replace("demo/", f"{demo_root}/")
     config = yaml.safe_load(text)
     # Relative, so that Snakemake (run with --directory folder) keys its metadata by paths
     # that stay valid when a test copies the folder.

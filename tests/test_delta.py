@@ -4,9 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from digi2real.delta import StreamingMean, compute_delta, projected_mean, read_delta, write_delta
+from digi2real.delta import StreamingMean, compute_delta, projected_mean
 from digi2real.errors import DataError
-from digi2real.formats import EmbeddingTable, iter_ok_embeddings, write_embeddings
+from digi2real.formats import (
+    EmbeddingTable,
+    iter_ok_embeddings,
+    read_delta,
+    read_embeddings,
+    write_delta,
+    write_embeddings,
+)
+
+pytestmark = pytest.mark.unit
 
 HIDDEN = 24
 WEIGHTS = torch.from_numpy(np.random.default_rng(0).normal(size=(512, 77 * HIDDEN))).float()
@@ -50,14 +59,19 @@ def in_memory_delta(real, synthetic):
     return mean(real) - mean(synthetic)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, None])
+@pytest.mark.parametrize("chunk", [1, 7, "N"])
 def test_streaming_delta_equals_in_memory(files, chunk):
     folder, real, synthetic = files
     expected = in_memory_delta(real, synthetic)
-    means = [
-        projected_mean(project, iter_ok_embeddings(folder / f"{name}.h5", chunk or len(data)))
-        for name, data in (("real", real), ("synthetic", synthetic))
-    ]
+    means = []
+    for name, data in (("real", real), ("synthetic", synthetic)):
+        path = folder / f"{name}.h5"
+        rows = len(read_embeddings(path))  # N: every row, bad ones included, in one chunk
+        size = rows if chunk == "N" else chunk
+        chunks = list(iter_ok_embeddings(path, size))
+        assert sum(map(len, chunks)) == len(data) and max(map(len, chunks)) <= size
+        assert len(chunks) == 1 if chunk == "N" else len(chunks) > 1
+        means.append(projected_mean(project, chunks))
     result = compute_delta(*means)
     assert result.n_real == len(real) == 18 and result.n_synthetic == len(synthetic) == 23
     np.testing.assert_allclose(result.delta, expected, rtol=0, atol=1e-6)

@@ -7,6 +7,8 @@ from PIL import Image
 from digi2real.faces import FacePipeline, UnreadableImage, read_image
 from digi2real.status import Status
 
+pytestmark = pytest.mark.unit
+
 
 def rgb_face(size=112):
     """A tiny synthetic picture with distinct channels, so colour-order mistakes show."""

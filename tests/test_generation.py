@@ -11,6 +11,7 @@ from diffusers import (
 )
 
 from digi2real import models
+from digi2real.config import resolve_config
 from digi2real.generation import (
     Arc2FaceGenerator,
     GenerationSettings,
@@ -19,6 +20,8 @@ from digi2real.generation import (
     initial_latents,
 )
 from digi2real.projection import Arc2FaceProjector
+
+pytestmark = pytest.mark.unit
 
 # Batching changes the CPU kernels' reduction order, so images of one seed generated in batches
 # of 1 and 4 may differ in the last float bits; after 8-bit quantisation that is at most one
@@ -29,17 +32,19 @@ BATCH_TOLERANCE = 1.0 / 255.0
 @pytest.fixture(scope="module")
 def config(demo_root):
     m = demo_root / "models"
-    return {
-        "models": {
-            "arc2face_encoder": str(m / "arc2face/encoder"),
-            "arc2face_unet": str(m / "arc2face/arc2face"),
-            "vae": str(m / "sd15/vae"),
-            "tokenizer": str(m / "sd15/tokenizer"),
-            "scheduler": str(m / "sd15/scheduler"),
-        },
-        "generation": {"steps": 6, "height": 64, "width": 64, "device": "cpu"},
-        "delta": {"scale": 0.7},
-    }
+    return resolve_config(
+        {
+            "models": {
+                "arc2face_encoder": str(m / "arc2face/encoder"),
+                "arc2face_unet": str(m / "arc2face/arc2face"),
+                "vae": str(m / "sd15/vae"),
+                "tokenizer": str(m / "sd15/tokenizer"),
+                "scheduler": str(m / "sd15/scheduler"),
+            },
+            "generation": {"steps": 6, "height": 64, "width": 64, "device": "cpu"},
+            "delta": {"scale": 0.7},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,7 @@ def conditions(n, seed=0):
 
 
 def test_defaults_are_the_methods():
-    settings = GenerationSettings.from_config({})
+    settings = GenerationSettings.from_config(resolve_config({}))
     assert (settings.steps, settings.guidance, settings.height, settings.width) == (
         25,
         3.0,
@@ -67,7 +72,7 @@ def test_defaults_are_the_methods():
         512,
     )
     assert settings.scheduler == "dpmsolver++" and settings.delta_scale == 1.0
-    lcm = GenerationSettings.from_config({"models": {"lcm_lora": "x.safetensors"}})
+    lcm = GenerationSettings.from_config(resolve_config({"models": {"lcm_lora": "x.safetensors"}}))
     assert (lcm.steps, lcm.guidance, lcm.scheduler) == (4, 1.0, "lcm")
 
 
@@ -172,8 +177,13 @@ def test_lcm_lora_fast_mode_equals_diffusers_with_the_lora_fused(config, tmp_pat
 
     pytest.importorskip("peft")
     lora = write_tiny_lcm_lora(config["models"]["arc2face_unet"], tmp_path)
-    fast = {**config, "models": {**config["models"], "lcm_lora": str(lora)}}
-    fast["generation"] = {"height": 64, "width": 64, "device": "cpu"}
+    # The fast mode's steps, guidance and scheduler come from the config's resolution.
+    fast = resolve_config(
+        {
+            "models": {**config["models"], "lcm_lora": str(lora)},
+            "generation": {"height": 64, "width": 64, "device": "cpu"},
+        }
+    )
     settings = GenerationSettings.from_config(fast)
     ours = Arc2FaceGenerator(build_pipeline(fast, settings), settings, None)
 
@@ -194,8 +204,8 @@ def test_lcm_lora_fast_mode_equals_diffusers_with_the_lora_fused(config, tmp_pat
     images = ours.generate(cond, seeds)
     np.testing.assert_array_equal(images, expected)
 
-    plain = {**fast, "models": config["models"]}
-    plain["generation"] = {**fast["generation"], "steps": 4, "guidance": 1.0, "scheduler": "ddim"}
+    generation = {**fast["generation"], "steps": 4, "guidance": 1.0, "scheduler": "ddim"}
+    plain = resolve_config({"models": config["models"], "generation": generation})
     plain_settings = GenerationSettings.from_config(plain)
     without = Arc2FaceGenerator(build_pipeline(plain, plain_settings), plain_settings, None)
     assert np.abs(without.generate(cond, seeds) - images).max() > 1e-3, "the LoRA had no effect"
@@ -204,6 +214,7 @@ def test_lcm_lora_fast_mode_equals_diffusers_with_the_lora_fused(config, tmp_pat
 def test_unreadable_lcm_lora_names_the_key(config, tmp_path):
     bad = tmp_path / "pytorch_lora_weights.safetensors"
     bad.write_bytes(b"not safetensors")
-    fast = {**config, "models": {**config["models"], "lcm_lora": str(bad)}}
+    models_with_lora = {**config["models"], "lcm_lora": str(bad)}
+    fast = resolve_config({"models": models_with_lora, "generation": {"device": "cpu"}})
     with pytest.raises(models.ModelFileError, match="models.lcm_lora"):
         build_pipeline(fast, GenerationSettings.from_config(fast))

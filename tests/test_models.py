@@ -8,9 +8,12 @@ import torch
 from digi2real import models
 from digi2real.errors import ModelFileError
 
+pytestmark = pytest.mark.unit
+
 
 def config_with(tmp_path, **paths):
-    return {"_base_dir": str(tmp_path), "models": {k: str(v) for k, v in paths.items()}}
+    """A `models:` slice; relative paths made absolute under `tmp_path`."""
+    return {"models": {k: str(tmp_path / v) for k, v in paths.items()}}
 
 
 def touch(path):
@@ -20,7 +23,7 @@ def touch(path):
 
 
 def test_missing_key_is_named(tmp_path):
-    with pytest.raises(Exception, match="config key models.arc2face_encoder is required"):
+    with pytest.raises(Exception, match="config key models.arc2face_encoder is missing"):
         models.model_path({"models": {}}, models.ENCODER)
 
 

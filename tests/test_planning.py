@@ -3,19 +3,28 @@
 import numpy as np
 import pytest
 
-from digi2real.formats import EmbeddingTable
+from digi2real.config import resolve_config
+from digi2real.formats import EmbeddingTable, read_plan, write_plan
 from digi2real.planning import (
     PlanSettings,
     image_seed,
     normalize,
     plan_identities,
     prototype,
-    read_plan,
     slerp,
-    write_plan,
 )
 
+pytestmark = pytest.mark.unit
+
 RNG = np.random.default_rng(1)
+
+
+def plan_settings(seed: int = 0, **plan) -> PlanSettings:
+    """Settings as a run resolves them: the schema's defaults, `plan` keys overridden."""
+    t = {k.removeprefix("t_"): plan.pop(k) for k in list(plan) if k.startswith("t_")}
+    if t:
+        plan["t"] = t
+    return PlanSettings.from_config(resolve_config({"seed": seed, "plan": plan}))
 
 
 def unit(n=512):
@@ -103,7 +112,7 @@ def table_for(identities_images: dict[str, int], bad: set[tuple[str, int]] = fro
 
 def test_plan_is_independent_of_how_identities_are_sharded():
     table = table_for({"0": 3, "1": 4, "2": 2, "3": 5})
-    settings = PlanSettings(images_per_identity=5, t_mode="uniform", t_low=0.2, t_high=0.8)
+    settings = plan_settings(images_per_identity=5, t_mode="uniform", t_low=0.2, t_high=0.8)
     whole = plan_identities(table, ["0", "1", "2", "3"], settings, shard=0)
     halves = [
         plan_identities(table, ids, settings, s) for s, ids in enumerate([["0", "1"], ["2", "3"]])
@@ -118,7 +127,7 @@ def test_plan_is_independent_of_how_identities_are_sharded():
 
 def test_plan_conditions_are_slerps_of_prototype_and_source():
     table = table_for({"7": 3})
-    settings = PlanSettings(images_per_identity=6, t_mode="list", t_values=(0.25, 0.75))
+    settings = plan_settings(images_per_identity=6, t_mode="list", t_values=[0.25, 0.75])
     plan = plan_identities(table, ["7"], settings, shard=0)
     center = prototype(table.embedding.astype(np.float64))
     assert plan.source_path == ["7/0.png", "7/1.png", "7/2.png"] * 2
@@ -130,7 +139,7 @@ def test_plan_conditions_are_slerps_of_prototype_and_source():
 
 def test_uniform_t_and_random_source_are_seeded_and_in_range():
     table = table_for({"a": 4})
-    settings = PlanSettings(
+    settings = plan_settings(
         images_per_identity=50, t_mode="uniform", t_low=0.3, t_high=0.6, source="random", seed=5
     )
     plan = plan_identities(table, ["a"], settings, shard=0)
@@ -143,7 +152,7 @@ def test_uniform_t_and_random_source_are_seeded_and_in_range():
 
 def test_identities_with_too_few_ok_images_are_skipped_with_the_reason():
     table = table_for({"0": 3, "1": 3}, bad={("1", 0), ("1", 1)})
-    settings = PlanSettings(images_per_identity=2, min_source_images=2)
+    settings = plan_settings(images_per_identity=2, min_source_images=2)
     plan = plan_identities(table, ["0", "1", "9"], settings, shard=0)
     assert plan.identity_status == ["planned", "skipped", "skipped"]
     assert "1 of 3 source images ok" in plan.identity_reason[1]
@@ -151,7 +160,7 @@ def test_identities_with_too_few_ok_images_are_skipped_with_the_reason():
     assert set(plan.image_identity) == {"0"}
     # Only ok embeddings enter the prototype and the sources.
     table2 = table_for({"x": 3}, bad={("x", 2)})
-    plan2 = plan_identities(table2, ["x"], PlanSettings(images_per_identity=4), shard=0)
+    plan2 = plan_identities(table2, ["x"], plan_settings(images_per_identity=4), shard=0)
     np.testing.assert_allclose(plan2.prototypes[0], prototype(table2.embedding[:2]), atol=1e-6)
     assert "x/2.png" not in plan2.source_path
 
@@ -159,7 +168,7 @@ def test_identities_with_too_few_ok_images_are_skipped_with_the_reason():
 def test_plan_file_round_trip(tmp_path):
     table = table_for({"0": 3, "1": 1})
     plan = plan_identities(
-        table, ["0", "1"], PlanSettings(images_per_identity=3, min_source_images=2), 4
+        table, ["0", "1"], plan_settings(images_per_identity=3, min_source_images=2), 4
     )
     plan.attrs = {"seed": 0, "n_shards": 5}
     write_plan(tmp_path / "4.h5", plan)

@@ -11,6 +11,8 @@ from diffusers import StableDiffusionPipeline
 from digi2real import models
 from digi2real.projection import PROMPT, Arc2FaceProjector
 
+pytestmark = pytest.mark.unit
+
 TOLERANCE = 1e-5  # fp32, the bound; observed differences are ~1e-6
 
 

@@ -15,7 +15,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from digi2real.config import config_slice
+from digi2real.stages import generate
 from tests.conftest import REPO, write_demo_config
+
+pytestmark = pytest.mark.workflow
 
 IDENTITIES = 10
 IMAGES_PER_IDENTITY = 4
@@ -243,11 +247,35 @@ def test_dataset_card_counts_agree_with_the_manifest(run):
     assert (run / "results/samples.png").is_file()
 
 
-def test_every_rule_logged_and_benchmarked(run):
-    results = run / "results"
-    for name in ("index/digiface", "embed/digiface/0", "plan", "generate/0", "aggregate"):
-        assert (results / f"logs/{name}.log").is_file(), name
-        assert (results / f"benchmarks/{name}.tsv").is_file(), name
+def rule_names(workdir: Path) -> set[str]:
+    listed = snakemake(workdir, "--list-rules").stdout.split()
+    return set(listed) - {"all"}
+
+
+def test_every_rule_logged_and_benchmarked(run, tmp_path):
+    # One job of each rule; demo_assets does not run on the zoo, so it runs here alone.
+    jobs = {
+        "demo_assets": "demo_assets",
+        "index_digiface": "index_digiface",
+        "index_ffhq": "index_ffhq",
+        "embed": "embed/digiface/0",
+        "merge_embeddings": "merge_embeddings/ffhq",
+        "estimate_delta": "estimate_delta",
+        "plan": "plan",
+        "generate": "generate/0",
+        "aggregate": "aggregate",
+        "report": "report",
+    }
+    assert set(jobs) == rule_names(run)
+    workdir = copy_run(run, tmp_path / "logs")
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["demo"] = str(tmp_path / "demo")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workdir, str(tmp_path / "demo/built.txt"))
+    for rule, name in jobs.items():
+        results = workdir / "results"
+        assert (results / f"logs/{name}.log").is_file(), rule
+        assert (results / f"benchmarks/{name}.tsv").is_file(), rule
 
 
 # --- reruns -------------------------------------------------------------------------------
@@ -282,7 +310,10 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(run, tmp_path):
     assert read_table(workdir / "results/manifest.parquet") == read_table(
         run / "results/manifest.parquet"
     )
-    for image in (run / "results/shards").glob("*/*/*/*.png"):
+    images = list((run / "results/shards").glob("*/*/*/*.png"))  # raw/ and aligned/ crops
+    generated = [r for r in read_table(run / "results/manifest.parquet") if r["raw_path"]]
+    assert len(images) == len(generated) + sum(bool(r["aligned_path"]) for r in generated)
+    for image in images:
         twin = workdir / image.relative_to(run)
         assert twin.read_bytes() == image.read_bytes(), image
 
@@ -333,23 +364,35 @@ def test_shard_size_does_not_change_the_images(run, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override, key",
+    "override, named",
     [
-        ({"plan.t": {"mode": "gaussian"}}, "mode"),
-        ({"generation.height": 100}, "height"),
-        ({"quality.min_det_score": 2}, "min_det_score"),
-        ({"digiface.selection": {"mode": "list"}}, "file"),
-        ({"plan.images_per_identity": "twenty"}, "images_per_identity"),
-        ({"generation.stpes": 5}, "stpes"),
+        ({"plan.t": {"mode": "gaussian"}}, "config key plan.t.mode: 'gaussian' is not one of"),
+        ({"generation.height": 100}, "config key generation.height: 100 is not a multiple of 8"),
+        ({"quality.min_det_score": 2}, "config key quality.min_det_score: 2 is greater than"),
+        ({"digiface.selection": {"mode": "list"}}, "config key digiface.selection: 'file' is a"),
+        ({"plan.images_per_identity": "twenty"}, "config key plan.images_per_identity: 'twenty'"),
+        (
+            {"generation.stpes": 5},
+            "config key generation.stpes is not a setting; did you mean generation.steps?",
+        ),
     ],
 )
-def test_invalid_config_is_a_schema_error_naming_the_key(demo_root, zoo, tmp_path, override, key):
+def test_invalid_config_is_one_error_naming_the_key(demo_root, zoo, tmp_path, override, named):
     configure(tmp_path, demo_root, *zoo, **override)
     result = snakemake(tmp_path, "-n", check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "Error validating config file" in output or "ValidationError" in output, output[-2000:]
-    assert key in output
+    assert named in output, output[-2000:]
+    # The CLI, given the same file, rejects it with the same message.
+    cli = subprocess.run(
+        [sys.executable, "-m", "digi2real", "config", "--config", str(tmp_path / "config.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 2 and cli.stdout == ""
+    message = cli.stderr.strip().removeprefix("digi2real: error: ")
+    assert named in message and "\n" not in message
+    assert message.split(": ", 1)[1] in output
 
 
 def test_missing_model_file_is_one_line_naming_the_key(demo_root, zoo, tmp_path):
@@ -358,3 +401,45 @@ def test_missing_model_file_is_one_line_naming_the_key(demo_root, zoo, tmp_path)
     assert result.returncode != 0
     logs = "".join(p.read_text() for p in (tmp_path / "results/logs/embed").rglob("*.log"))
     assert "config key models.arcface" in logs and "Traceback" not in logs
+
+
+def test_readme_step_two_config_runs_a_real_runs_settings(tmp_path):
+    """A config with only the keys README's "first cluster run" step 2 sets: the dry run and
+    `digi2real config` agree on the production settings, and the shard sizes are a real run's."""
+    import shlex
+
+    ffhq = tmp_path / "ffhq"
+    ffhq.mkdir()
+    for k in range(3):
+        Image.new("RGB", (16, 16)).save(ffhq / f"{k:05d}.png")
+    mine = {
+        "models": {"arc2face_encoder": "/models/arc2face/encoder", "arcface": "/m/arcface.onnx"},
+        "digiface": {
+            "root": str(tmp_path / "DigiFace-1M"),
+            "selection": {"mode": "range", "start": 0, "count": 20000},
+        },
+        "ffhq": {"root": str(ffhq)},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(mine))
+    output = snakemake(tmp_path, "-n", "-p").stdout
+    jobs = planned_jobs(tmp_path)
+    assert jobs["generate"] == 200 and jobs["embed"] == 40 + 1  # 20,000 / 500 and 3 / 5,000
+    commands = [shlex.split(line) for line in output.splitlines() if "digi2real generate" in line]
+    assert len(commands) == 200
+    words = commands[0]
+    sliced = json.loads(words[words.index("--config") + 1])
+    generation = sliced["generation"]
+    assert (generation["height"], generation["width"], generation["steps"]) == (512, 512, 25)
+    assert generation["guidance"] == 3.0 and generation["scheduler"] == "dpmsolver++"
+    assert sliced["plan"] == {"images_per_identity": 20}
+    assert sliced["models"]["arcface"] == "/m/arcface.onnx"
+    printed = subprocess.run(
+        [sys.executable, "-m", "digi2real", "config", "--config", str(tmp_path / "config.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    resolved = yaml.safe_load(printed)
+    # The job is handed exactly the slice of what `digi2real config` prints that it reads.
+    assert sliced == config_slice(resolved, generate.CONFIG_KEYS)
+    assert resolved["plan"]["identities_per_shard"] == 100

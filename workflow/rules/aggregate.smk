@@ -17,11 +17,8 @@ rule aggregate:
         *ENVMODULES["cpu"],
     params:
         # The quality thresholds are read here only: changing them never regenerates images.
-        config=settings(
-            "quality.min_det_score",
-            "quality.min_cos_prototype",
-            "quality.min_images_per_identity",
-        ),
+        config=settings(stages.aggregate),
+        results=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "python -m digi2real aggregate --config {params.config:q}"
-        " --manifest {output.manifest} --dataset {output.dataset} {input} > {log} 2>&1"
+        "python -m digi2real aggregate --config {params.config:q} --results {params.results}"
+        " --out {output.manifest} --dataset {output.dataset} {input} > {log} 2>&1"

@@ -1,22 +1,43 @@
-# Path helpers, shard lists and per-rule settings. All logic lives in the digi2real package.
+# The resolved config, shard lists, path helpers and per-rule settings. All logic lives in the
+# digi2real package; each rule calls the stage module of its own name, digi2real/stages/<rule>.py.
 import json
 import os
 import sys
-
-from snakemake.utils import validate
 
 sys.path.insert(
     0, workflow.basedir
 )  # the package, when Snakemake runs outside its venv
 
-from digi2real import layout
-from digi2real.config import subset
+from snakemake.exceptions import WorkflowError
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+from digi2real import layout
+from digi2real.config import config_slice, resolve_config, stage_keys
+from digi2real.errors import Digi2RealError
+import digi2real.stages.aggregate
+import digi2real.stages.embed
+import digi2real.stages.estimate_delta
+import digi2real.stages.generate
+import digi2real.stages.index_digiface
+import digi2real.stages.index_ffhq
+import digi2real.stages.plan
+import digi2real.stages.report
+from digi2real import stages
+
+# Validated and completed once, here, by the schema the CLI uses too (digi2real/config.py):
+# every rule sees the values `digi2real config` prints.
+CONFIG_FILES = ", ".join(
+    ["config.yaml"] + [str(f) for f in workflow.config_settings.configfiles]
+)
+try:
+    RESOLVED = resolve_config(config, CONFIG_FILES)
+except Digi2RealError as error:
+    raise WorkflowError(str(error)) from None
+config.clear()
+config.update(RESOLVED)
 
 RESULTS = config["results"]
 CONTAINER = config["container"]
-ENVMODULES = {"cpu": [], "gpu": [], **config["envmodules"]}
+ENVMODULES = config["envmodules"]
 
 
 # Jobs run `python -m digi2real` from this checkout: with the Python that runs Snakemake (its
@@ -32,17 +53,21 @@ else:
         f"set -euo pipefail; export PATH={os.path.dirname(sys.executable)}:$PATH; {PACKAGE_PATH}"
     )
 
-DIGIFACE_IDENTITIES = layout.count_selected_identities(config)
-DIGIFACE_EMBED_SHARDS = range(
-    layout.n_shards(
-        DIGIFACE_IDENTITIES, config["digiface"]["identities_per_embed_shard"]
-    )
-)
-FFHQ_EMBED_SHARDS = range(
-    layout.n_shards(
-        layout.count_ffhq_images(config), config["ffhq"]["images_per_embed_shard"]
-    )
-)
+try:  # a root that is not there is said here, in the dry run, not in a job on the cluster
+    DIGIFACE_IDENTITIES = layout.count_selected_identities(config)
+    FFHQ_IMAGES = layout.count_ffhq_images(config)
+except (Digi2RealError, OSError) as error:
+    raise WorkflowError(str(error)) from None
+EMBED_SHARD_SIZE = {
+    "digiface": config["digiface"]["identities_per_embed_shard"],
+    "ffhq": config["ffhq"]["images_per_embed_shard"],
+}
+EMBED_SHARDS = {
+    "digiface": range(
+        layout.n_shards(DIGIFACE_IDENTITIES, EMBED_SHARD_SIZE["digiface"])
+    ),
+    "ffhq": range(layout.n_shards(FFHQ_IMAGES, EMBED_SHARD_SIZE["ffhq"])),
+}
 GENERATION_SHARDS = range(
     layout.n_shards(DIGIFACE_IDENTITIES, config["plan"]["identities_per_shard"])
 )
@@ -52,30 +77,28 @@ def results(path):
     return f"{RESULTS}/{path}"
 
 
-def settings(*keys):
-    """The config sections a job depends on, as JSON. It is passed to the CLI, and as a params
-    entry it makes a change to them re-run that job and what depends on it, nothing else.
-    """
-    return json.dumps(subset(config, list(keys)), sort_keys=True)
+def settings(stage, **wildcards):
+    """The slice of the config that `stage` reads (its CONFIG_KEYS), as JSON. It is passed to
+    the CLI, and as a params entry it makes a change to those keys rerun the rule and what
+    depends on it, nothing else."""
+    keys = stage_keys(stage.CONFIG_KEYS, **wildcards)
+    return json.dumps(config_slice(config, keys), sort_keys=True)
 
 
-def embed_shards(dataset):
-    shards = DIGIFACE_EMBED_SHARDS if dataset == "digiface" else FFHQ_EMBED_SHARDS
+def embed_shards(wildcards):
     return expand(
-        results("embeddings/{dataset}/{shard}.h5"), dataset=dataset, shard=shards
+        results("embeddings/{dataset}/{shard}.h5"),
+        dataset=wildcards.dataset,
+        shard=EMBED_SHARDS[wildcards.dataset],
     )
-
-
-def embed_shard_size(wildcards):
-    if wildcards.dataset == "digiface":
-        return config["digiface"]["identities_per_embed_shard"]
-    return config["ffhq"]["images_per_embed_shard"]
 
 
 def embed_settings(wildcards):
-    return settings(
-        "models.arcface", "models.detector", "face", f"{wildcards.dataset}.face"
-    )
+    return settings(stages.embed, dataset=wildcards.dataset)
+
+
+def embed_shard_size(wildcards):
+    return EMBED_SHARD_SIZE[wildcards.dataset]
 
 
 def demo_assets(wildcards):

@@ -15,13 +15,7 @@ rule estimate_delta:
     envmodules:
         *ENVMODULES["gpu"],
     params:
-        config=settings(
-            "models.arc2face_encoder",
-            "models.tokenizer",
-            "delta.mode",
-            "delta.chunk_size",
-            "generation.device",
-        ),
+        config=settings(stages.estimate_delta),
     shell:
         "python -m digi2real estimate-delta --config {params.config:q} --real {input.real}"
         " --synthetic {input.synthetic} --out {output} > {log} 2>&1"

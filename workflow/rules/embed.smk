@@ -23,7 +23,8 @@ rule embed:
 
 rule merge_embeddings:
     input:
-        lambda wildcards: embed_shards(wildcards.dataset),
+        index=results("index/{dataset}.parquet"),
+        shards=embed_shards,
     output:
         results("embeddings/{dataset}.h5"),
     log:
@@ -37,4 +38,5 @@ rule merge_embeddings:
     envmodules:
         *ENVMODULES["cpu"],
     shell:
-        "python -m digi2real merge-embeddings --out {output} {input} > {log} 2>&1"
+        "python -m digi2real merge-embeddings --index {input.index} --out {output}"
+        " {input.shards} > {log} 2>&1"

@@ -19,17 +19,9 @@ rule generate:
     resources:
         runtime=generation_runtime,
     params:
-        config=settings(
-            "seed",
-            "models",
-            "generation",
-            "delta.scale",
-            "plan.images_per_identity",
-            "face",
-            "quality.face",
-        ),
+        config=settings(stages.generate),
     shell:
         # exec: SIGTERM from SLURM reaches Python itself, which stops cleanly, rather than the
         # shell around it.
         "exec python -m digi2real generate --config {params.config:q} --plan {input.plan}"
-        " --delta {input.delta} --manifest {output} > {log} 2>&1"
+        " --delta {input.delta} --out {output} > {log} 2>&1"

@@ -12,18 +12,18 @@ rule demo_assets:
     envmodules:
         *ENVMODULES["cpu"],
     shell:
-        "python -m digi2real demo-assets $(dirname {output}) > {log} 2>&1"
+        "python -m digi2real demo-assets --out $(dirname {output}) > {log} 2>&1"
 
 
-rule index:
+rule index_digiface:
     input:
         demo_assets,
     output:
-        results("index/{dataset}.parquet"),
+        results("index/digiface.parquet"),
     log:
-        results("logs/index/{dataset}.log"),
+        results("logs/index_digiface.log"),
     benchmark:
-        results("benchmarks/index/{dataset}.tsv")
+        results("benchmarks/index_digiface.tsv")
     conda:
         "../../envs/cpu.yaml"
     container:
@@ -31,6 +31,27 @@ rule index:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=lambda wildcards: settings(wildcards.dataset),
+        config=settings(stages.index_digiface),
     shell:
-        "python -m digi2real index {wildcards.dataset} --config {params.config:q} --out {output} > {log} 2>&1"
+        "python -m digi2real index-digiface --config {params.config:q} --out {output} > {log} 2>&1"
+
+
+rule index_ffhq:
+    input:
+        demo_assets,
+    output:
+        results("index/ffhq.parquet"),
+    log:
+        results("logs/index_ffhq.log"),
+    benchmark:
+        results("benchmarks/index_ffhq.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings(stages.index_ffhq),
+    shell:
+        "python -m digi2real index-ffhq --config {params.config:q} --out {output} > {log} 2>&1"

@@ -14,7 +14,7 @@ rule plan:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("seed", "plan"),
+        config=settings(stages.plan),
     shell:
         "python -m digi2real plan --config {params.config:q} --embeddings {input}"
         " --out {output} > {log} 2>&1"

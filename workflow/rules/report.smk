@@ -15,16 +15,8 @@ rule report:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(
-            "seed",
-            "models",
-            "digiface",
-            "ffhq",
-            "delta",
-            "plan",
-            "generation",
-            "quality",
-        ),
+        config=settings(stages.report),
+        results=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "python -m digi2real report --config {params.config:q}"
-        " --manifest {input} --card {output.card} --samples {output.samples} > {log} 2>&1"
+        "python -m digi2real report --config {params.config:q} --results {params.results}"
+        " --manifest {input} --out {output.card} --samples {output.samples} > {log} 2>&1"

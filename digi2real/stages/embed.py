@@ -1,0 +1,77 @@
+"""Rule `embed`: ArcFace embeddings of one shard of a dataset's index (DigiFace or FFHQ)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real.config import Config
+
+# `{dataset}` is the rule's wildcard: digiface or ffhq.
+CONFIG_KEYS = ["models.arcface", "models.detector", "{dataset}.face"]
+# What an index row of an identity folder holding no image points at (see digi2real.indexing).
+EMPTY_IDENTITY = "identity folder holds no images"
+
+
+def run(
+    config: Config, dataset: str, index_path: Path, shard: int, shard_size: int, out: Path
+) -> None:
+    """Embed the index rows of `shard` (`shard_size` groups: identities or images) into `out`;
+    every row gets a status."""
+    import numpy as np
+
+    from digi2real import models
+    from digi2real.faces import FaceResult, face_pipeline_from_config
+    from digi2real.formats import EmbeddingTable, read_index, write_embeddings
+    from digi2real.progress import Progress, log
+    from digi2real.status import Status
+
+    index = read_index(index_path)
+    rows = index.rows_of_shard(shard, shard_size)
+    pipeline = face_pipeline_from_config(config, dataset)
+    root = Path(index.root)
+    image_rows = [row for row in rows if not index.path[row].endswith("/")]
+    progress = Progress(f"embed {dataset}", len(image_rows))
+    by_row: dict[int, FaceResult] = {
+        row: FaceResult(Status.UNREADABLE, EMPTY_IDENTITY)
+        for row in rows
+        if index.path[row].endswith("/")
+    }
+    results = pipeline.process_paths(root / index.path[row] for row in image_rows)
+    for row, result in zip(image_rows, results, strict=True):
+        by_row[row] = result
+        progress.advance()
+    ordered = [by_row[row] for row in rows]
+    face = config[dataset]["face"]
+    attrs = {
+        "dataset": dataset,
+        "dataset_root": str(root),
+        "mode": "prealigned" if face["prealigned"] else "detect",
+        "det_size": int(face["det_size"]),
+        "pad": float(face["pad"]),
+        "arcface_sha256": models.model_sha256(models.model_path(config, models.ARCFACE)),
+        "shard": shard,
+    }
+    if not face["prealigned"]:
+        attrs["detector_sha256"] = models.model_sha256(models.model_path(config, models.DETECTOR))
+    table = EmbeddingTable(
+        embedding=np.stack(
+            [r.embedding if r.embedding is not None else np.zeros(512, np.float32) for r in ordered]
+        ).astype(np.float32)
+        if ordered
+        else np.zeros((0, 512), np.float32),
+        status=np.array([int(r.status) for r in ordered], dtype=np.int8),
+        identity=[index.identity[row] for row in rows],
+        path=[index.path[row] for row in rows],
+        det_score=np.array([r.det_score for r in ordered], dtype=np.float32),
+        message=[r.message for r in ordered],
+        attrs=attrs,
+    )
+    write_embeddings(out, table)
+    counts = np.bincount(table.status.astype(np.int64), minlength=len(Status))
+    log.info(
+        "%s shard %d: %d images, %s",
+        dataset,
+        shard,
+        len(table),
+        ", ".join(f"{Status(code).label} {n}" for code, n in enumerate(counts) if n),
+    )

@@ -1,0 +1,42 @@
+"""Rule `estimate_delta`: Δ = mean FFHQ − mean DigiFace, projected into Arc2Face's CLIP space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real.config import Config
+
+CONFIG_KEYS = [
+    "models.arc2face_encoder",
+    "models.tokenizer",
+    "delta.mode",
+    "delta.chunk_size",
+    "generation.device",
+]
+
+
+def run(config: Config, real: Path, synthetic: Path, out: Path) -> None:
+    from digi2real import models
+    from digi2real.delta import compute_delta, projected_mean
+    from digi2real.formats import iter_ok_embeddings, write_delta
+    from digi2real.progress import log
+    from digi2real.projection import Arc2FaceProjector
+
+    device = models.resolve_device(config["generation"]["device"])
+    encoder = models.load_text_encoder(models.model_path(config, models.ENCODER)).to(device)
+    projector = Arc2FaceProjector(
+        encoder, models.load_tokenizer(models.model_path(config, models.TOKENIZER))
+    )
+    means = {}
+    for name, path in (("real", real), ("synthetic", synthetic)):
+        chunks = iter_ok_embeddings(path, config["delta"]["chunk_size"])
+        means[name] = projected_mean(projector.project, chunks)
+        log.info("delta: %d %s embeddings projected", means[name].count, name)
+    result = compute_delta(means["real"], means["synthetic"], config["delta"]["mode"])
+    result.attrs = {
+        "encoder_sha256": models.model_sha256(models.model_path(config, models.ENCODER)),
+        "tokenizer_sha256": models.model_sha256(models.model_path(config, models.TOKENIZER)),
+        "real_embeddings": str(real),
+        "synthetic_embeddings": str(synthetic),
+    }
+    write_delta(out, result)

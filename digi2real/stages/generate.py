@@ -1,0 +1,66 @@
+"""Rule `generate`: one identity shard, generated, checked and committed (a GPU job).
+
+A shard is a commit: each image is written under a temporary name and renamed, and the shard's
+manifest is written last; a rerun of a killed shard resumes from the images on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real.config import Config
+
+CONFIG_KEYS = ["models", "generation", "delta.scale", "plan.images_per_identity", "quality.face"]
+STOPPED = 143  # exit code after SIGTERM, as a shell reports a process ended by it
+
+
+def run(config: Config, plan_path: Path, delta_path: Path, out: Path) -> int:
+    """Generate the shard planned in `plan_path` into the folder of `out`, its manifest;
+    returns the process exit code."""
+    from digi2real.errors import DataError
+    from digi2real.faces import face_pipeline_from_config
+    from digi2real.formats import read_delta, read_plan, write_manifest
+    from digi2real.generation import (
+        Arc2FaceGenerator,
+        GenerationSettings,
+        Interrupted,
+        build_pipeline,
+    )
+    from digi2real.progress import log
+    from digi2real.shards import StopFlag, check_images, generate_missing, manifest_table
+    from digi2real.testing import Faults
+
+    # 1. Inputs and settings.
+    plan = read_plan(plan_path)
+    delta = read_delta(delta_path)
+    settings = GenerationSettings.from_config(config)
+    shard_dir = out.parent
+    stop = StopFlag()
+    stop.install()
+    faults = Faults(plan.shard)
+    failures: dict[int, str] = {}
+    # 2. Generate what is not on disk yet.
+    if len(plan):
+        generator = Arc2FaceGenerator(build_pipeline(config, settings), settings, delta.delta)
+        hidden = generator.projector.hidden_size
+        if delta.delta.shape != (generator.projector.prompt_ids.shape[1], hidden):
+            raise DataError(
+                f"{delta_path}: delta has shape {delta.delta.shape}, the encoder gives "
+                f"(77, {hidden}); was it estimated with another encoder?"
+            )
+        try:
+            failures = generate_missing(generator, plan, shard_dir, stop, faults)
+        except Interrupted:
+            pass
+        if stop():
+            log.warning("shard %d: stopped; images on disk are kept for the rerun", plan.shard)
+            return STOPPED
+    # 3. Check every image: detect, align, embed.
+    faces = face_pipeline_from_config(config, "quality")
+    results = check_images(faces, plan, shard_dir, failures)
+    # 4. Commit: the manifest, last.
+    faults.before_commit()
+    images_per_identity = config["plan"]["images_per_identity"]
+    write_manifest(manifest_table(plan, results, images_per_identity), out)
+    log.info("shard %d: committed %s", plan.shard, out)
+    return 0

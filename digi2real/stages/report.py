@@ -1,0 +1,35 @@
+"""Rule `report`: the dataset card (counts, reject reasons, similarities, hashes) and a grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real.config import Config
+
+CONFIG_KEYS = ["seed", "models", "digiface", "ffhq", "delta", "plan", "generation", "quality"]
+
+
+def run(config: Config, results: Path, manifest: Path, out: Path, samples: Path) -> dict:
+    """The card of the aggregated `manifest` into `out` (JSON), the sample grid into `samples`."""
+    import json
+    import time
+
+    import pyarrow.parquet as pq
+
+    from digi2real import models
+    from digi2real.dataset import dataset_card, sample_grid
+    from digi2real.formats import atomic_path
+
+    started = time.monotonic()
+    table = pq.read_table(manifest)
+    hashes = models.model_hashes(config, models.FACE_MODELS + models.GENERATION_MODELS)
+    content = dataset_card(table, config, hashes)
+    shard_times = [p.stat().st_mtime for p in (results / "shards").glob("*/manifest.parquet")]
+    index_times = [p.stat().st_mtime for p in (results / "index").glob("*.parquet")]
+    if shard_times and index_times:
+        content["wall_time_s"] = round(max(shard_times) - min(index_times), 1)
+    sample_grid(table, results, samples)
+    with atomic_path(out) as temporary:
+        temporary.write_text(json.dumps(content, indent=2) + "\n")
+    content["report_seconds"] = time.monotonic() - started
+    return content

@@ -1,0 +1,39 @@
+"""Fault injection for the tests, read from the environment; inert when unset.
+
+The workflow tests run real Snakemake jobs in other processes, so they reach a generation job
+through its environment: DIGI2REAL_FAIL_SHARDS (comma-separated shards that fail before their
+commit), DIGI2REAL_FAIL_ONCE_DIR (each shard fails once, leaving a marker file there) and
+DIGI2REAL_KILL_AFTER_IMAGES (SIGKILL after that many images written). Nothing else reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+
+class Faults:
+    """Fault injection for the tests, read from the environment; inert when unset."""
+
+    def __init__(self, shard: int) -> None:
+        self.shard = shard
+        self.fail = str(shard) in os.environ.get("DIGI2REAL_FAIL_SHARDS", "").split(",")
+        self.fail_once_dir = os.environ.get("DIGI2REAL_FAIL_ONCE_DIR")
+        self.kill_after = int(os.environ.get("DIGI2REAL_KILL_AFTER_IMAGES", "0") or 0)
+        self.written = 0
+
+    def image_written(self) -> None:
+        self.written += 1
+        if self.kill_after and self.written >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def before_commit(self) -> None:
+        if self.fail:
+            raise RuntimeError(f"shard {self.shard}: failure injected by DIGI2REAL_FAIL_SHARDS")
+        if self.fail_once_dir:
+            marker = Path(self.fail_once_dir) / f"shard-{self.shard}"
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                raise RuntimeError(f"shard {self.shard}: one failure injected")

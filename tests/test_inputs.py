@@ -1,0 +1,216 @@
+"""What a run reads and keeps: identity selection, shard counts, DigiFace parts, complete merges,
+and the quality filter's order of reasons. Small folders and tables written here."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from digi2real import layout
+from digi2real.config import resolve_config
+from digi2real.dataset import Thresholds, apply_filter
+from digi2real.errors import ConfigError, DataError
+from digi2real.formats import EmbeddingTable, read_embeddings, write_embeddings, write_index
+from digi2real.indexing import index_digiface, index_ffhq, select_identities
+from digi2real.stages import merge_embeddings
+
+pytestmark = pytest.mark.unit
+
+
+def image(path, size=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (120, 90, 80)).save(path)
+
+
+def resolved(**sections) -> dict:
+    return resolve_config(json.loads(json.dumps(sections)))
+
+
+# --- identity selection --------------------------------------------------------------------
+
+AVAILABLE = [str(k) for k in range(10)]
+
+
+def selection(**given) -> dict:
+    return resolved(digiface={"selection": given})["digiface"]["selection"]
+
+
+def test_range_selects_from_start_in_numeric_order():
+    assert select_identities(selection(start=2, count=3), AVAILABLE) == ["2", "3", "4"]
+    assert select_identities(selection(start=7), AVAILABLE) == ["7", "8", "9"]
+
+
+def test_list_keeps_the_files_order_and_names_unknown_ids(tmp_path):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("5\n\n 1 \n5\n")
+    assert select_identities(selection(mode="list", file=str(ids)), AVAILABLE) == ["5", "1"]
+    ids.write_text("5\n42\n")
+    with pytest.raises(DataError, match=r"1 identities not under digiface.root, e.g. \['42'\]"):
+        select_identities(selection(mode="list", file=str(ids)), AVAILABLE)
+
+
+def test_random_is_seeded_sorted_and_bounded():
+    picked = select_identities(selection(mode="random", count=4, seed=3), AVAILABLE)
+    assert len(set(picked)) == 4 and picked == sorted(picked, key=int)
+    assert picked == select_identities(selection(mode="random", count=4, seed=3), AVAILABLE)
+    assert picked != select_identities(selection(mode="random", count=4, seed=4), AVAILABLE)
+    with pytest.raises(ConfigError, match="digiface.selection.count: 11 > 10 identities"):
+        select_identities(selection(mode="random", count=11, seed=3), AVAILABLE)
+
+
+def test_a_selection_past_the_end_selects_nothing_and_says_so():
+    with pytest.raises(ConfigError, match="digiface.selection selects no identity"):
+        select_identities(selection(start=10), AVAILABLE)
+
+
+# --- DigiFace parts and shard counts ---------------------------------------------------------
+
+
+def test_identities_directly_under_the_root(tmp_path):
+    for identity in ("10", "2", "1"):
+        image(tmp_path / identity / "0.png")
+    assert layout.identity_folders(tmp_path) == {"1": "1", "2": "2", "10": "10"}
+
+
+def test_part_folders_side_by_side_are_one_selection(tmp_path):
+    for identity in ("0", "1"):
+        image(tmp_path / "subjects_0-1999_72_imgs" / identity / "0.png")
+    for identity in ("100000", "100001"):
+        image(tmp_path / "subjects_100000-133332_5_imgs" / identity / "3.PNG")
+    folders = layout.identity_folders(tmp_path)
+    assert list(folders) == ["0", "1", "100000", "100001"]
+    assert folders["100001"] == "subjects_100000-133332_5_imgs/100001"
+    config = resolved(digiface={"root": str(tmp_path), "selection": {"start": 1, "count": 2}})
+    index = index_digiface(config)
+    assert index.identity == ["1", "100000"]
+    assert index.path == [
+        "subjects_0-1999_72_imgs/1/0.png",
+        "subjects_100000-133332_5_imgs/100000/3.PNG",
+    ]
+
+
+def test_an_identity_in_two_parts_is_an_error_naming_both(tmp_path):
+    image(tmp_path / "part_a" / "7" / "0.png")
+    image(tmp_path / "part_b" / "7" / "0.png")
+    with pytest.raises(DataError) as error:
+        layout.identity_folders(tmp_path)
+    assert str(tmp_path / "part_a/7") in str(error.value)
+    assert str(tmp_path / "part_b/7") in str(error.value)
+
+
+def test_a_named_identity_folder_with_images_is_not_a_part(tmp_path):
+    image(tmp_path / "alice" / "0.png")
+    (tmp_path / "alice" / "extra").mkdir()  # a stray subfolder does not make it a part
+    image(tmp_path / "bob" / "0.jpg")
+    assert layout.identity_folders(tmp_path) == {"alice": "alice", "bob": "bob"}
+
+
+def test_an_empty_identity_folder_is_indexed_not_dropped(tmp_path):
+    image(tmp_path / "0" / "0.png")
+    (tmp_path / "1").mkdir()
+    index = index_digiface(resolved(digiface={"root": str(tmp_path)}))
+    assert index.identity == ["0", "1"] and index.path == ["0/0.png", "1/"]
+
+
+def test_every_image_suffix_counts_whatever_its_case(tmp_path):
+    names = ["a/0.png", "a/1.JPG", "b/2.jpeg", "b/3.Png", "c/4.webp", "c/notes.txt", "5.tiff"]
+    for name in names:
+        if name.endswith(".txt"):
+            (tmp_path / name).write_text("not an image")
+        else:
+            image(tmp_path / name)
+    config = resolved(ffhq={"root": str(tmp_path)})
+    assert layout.count_ffhq_images(config) == 6
+    index = index_ffhq(config)
+    assert len(index) == 6 and "c/notes.txt" not in index.path
+    assert layout.n_shards(6, 4) == 2 and layout.n_shards(0, 4) == 1
+
+
+def test_digiface_count_lists_the_root_only_without_a_count(tmp_path):
+    for identity in range(5):
+        image(tmp_path / str(identity) / "0.png")
+    assert layout.count_selected_identities(resolved(digiface={"root": str(tmp_path)})) == 5
+    start = resolved(digiface={"root": str(tmp_path), "selection": {"start": 2}})
+    assert layout.count_selected_identities(start) == 3
+    missing = {"root": str(tmp_path / "nowhere"), "selection": {"count": 20000}}
+    assert layout.count_selected_identities(resolved(digiface=missing)) == 20000
+    with pytest.raises(DataError, match="config key digiface.root: .* is not a folder"):
+        layout.count_selected_identities(resolved(digiface={"root": str(tmp_path / "x")}))
+
+
+# --- merging embedding shards ----------------------------------------------------------------
+
+
+def embeddings(paths: list[str], shard: int) -> EmbeddingTable:
+    n = len(paths)
+    return EmbeddingTable(
+        embedding=np.zeros((n, 512), np.float32),
+        status=np.ones(n, np.int8),
+        identity=[""] * n,
+        path=paths,
+        det_score=np.full(n, np.nan, np.float32),
+        message=[""] * n,
+        attrs={"shard": shard, "arcface_sha256": "a"},
+    )
+
+
+def test_merge_accounts_for_every_indexed_row(tmp_path):
+    from digi2real.formats import Index
+
+    paths = [f"{k}.png" for k in range(5)]
+    write_index(tmp_path / "index.parquet", Index(list(range(5)), [""] * 5, paths, "/data"))
+    shards = [tmp_path / "0.h5", tmp_path / "1.h5"]
+    write_embeddings(shards[0], embeddings(paths[:3], 0))
+    write_embeddings(shards[1], embeddings(paths[3:], 1))
+    merge_embeddings.run(tmp_path / "index.parquet", shards, tmp_path / "all.h5")
+    assert read_embeddings(tmp_path / "all.h5").path == paths
+    with pytest.raises(DataError, match=r"not embedded: 2, e.g. \['3.png', '4.png'\]"):
+        merge_embeddings.run(tmp_path / "index.parquet", shards[:1], tmp_path / "all.h5")
+    write_embeddings(shards[1], embeddings(["3.png", "9.png"], 1))
+    with pytest.raises(DataError, match=r"not embedded: 1, e.g. \['4.png'\]"):
+        merge_embeddings.run(tmp_path / "index.parquet", shards, tmp_path / "all.h5")
+
+
+# --- the quality filter ----------------------------------------------------------------------
+
+
+def test_each_image_gets_the_first_reason_it_fails_in_a_fixed_order():
+    """status, then detection score, then cosine to the prototype, then the identity's count."""
+    rows = [
+        ("a", 0, "no_face", np.nan, np.nan),  # status first
+        ("a", 1, "ok", 0.1, 0.0),  # low score and low cosine: the score is named
+        ("a", 2, "ok", 0.9, 0.0),  # low cosine only
+        ("a", 3, "ok", 0.9, 0.8),  # passes alone: too few in its identity
+        ("b", 0, "ok", 0.9, 0.8),
+        ("b", 1, "ok", 0.9, 0.9),
+        ("b", 2, "ok", np.nan, 0.9),  # no score is a low score, never a pass
+        ("b", 3, "skipped", np.nan, np.nan),
+    ]
+    table = pa.table(
+        {
+            "identity": [r[0] for r in rows],
+            "image_index": pa.array([r[1] for r in rows], pa.int32()),
+            "status": [r[2] for r in rows],
+            "det_score": pa.array([r[3] for r in rows], pa.float32()),
+            "cos_prototype": pa.array([r[4] for r in rows], pa.float32()),
+        }
+    )
+    thresholds = Thresholds(min_det_score=0.5, min_cos_prototype=0.3, min_images_per_identity=2)
+    filtered = apply_filter(table, thresholds)
+    assert filtered.column("reject_reason").to_pylist() == [
+        "no_face",
+        "low_det_score",
+        "low_cos_prototype",
+        "too_few_images_in_identity",
+        "",
+        "",
+        "low_det_score",
+        "skipped",
+    ]
+    assert filtered.column("passed").to_pylist() == [False] * 4 + [True, True, False, False]
+    assert filtered.column("dataset_path").to_pylist()[4:6] == [
+        "dataset/b/0.png",
+        "dataset/b/1.png",
+    ]
