@@ -5,8 +5,6 @@ The thresholds are read here only, so changing them re-runs this step and nothin
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,34 +69,6 @@ def apply_filter(table: pa.Table, thresholds: Thresholds) -> pa.Table:
         .append_column("reject_reason", pa.array(reason.astype(str)))
         .append_column("dataset_path", pa.array(dataset_path.astype(str)))
     )
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # another filesystem, or one without hard links
-        shutil.copyfile(source, target)
-
-
-def write_dataset(table: pa.Table, results: Path, dataset: Path) -> None:
-    """ImageFolder layout of the passed aligned crops, built aside and renamed into place."""
-    staging = dataset.with_name(f".{dataset.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    passed = table.filter(table.column("passed"))
-    made: set[str] = set()
-    for identity, aligned, target in zip(
-        passed.column("identity").to_pylist(),
-        passed.column("aligned_path").to_pylist(),
-        passed.column("dataset_path").to_pylist(),
-        strict=True,
-    ):
-        if identity not in made:
-            (staging / identity).mkdir()
-            made.add(identity)
-        link_or_copy(results / aligned, staging / Path(target).relative_to("dataset"))
-    shutil.rmtree(dataset, ignore_errors=True)
-    os.replace(staging, dataset)
 
 
 # --- the dataset card ---------------------------------------------------------------------

@@ -6,7 +6,9 @@ name and renamed, so that no reader ever sees half a file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -329,3 +331,39 @@ def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
     if not tables:
         raise DataError("no shard manifests to aggregate")
     return pa.concat_tables(tables)
+
+
+# --- the dataset and its card --------------------------------------------------------------
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or one without hard links
+        shutil.copyfile(source, target)
+
+
+def write_dataset(table: pa.Table, results: Path, dataset: Path) -> None:
+    """ImageFolder layout of the passed aligned crops, built aside and renamed into place."""
+    staging = dataset.with_name(f".{dataset.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    passed = table.filter(table.column("passed"))
+    made: set[str] = set()
+    for identity, aligned, target in zip(
+        passed.column("identity").to_pylist(),
+        passed.column("aligned_path").to_pylist(),
+        passed.column("dataset_path").to_pylist(),
+        strict=True,
+    ):
+        if identity not in made:
+            (staging / identity).mkdir()
+            made.add(identity)
+        link_or_copy(results / aligned, staging / Path(target).relative_to("dataset"))
+    shutil.rmtree(dataset, ignore_errors=True)
+    os.replace(staging, dataset)
+
+
+def write_card(path: Path, card: dict) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(card, indent=2) + "\n")

@@ -19,8 +19,8 @@ CONFIG_KEYS = [
 
 def run(config: Config, results: Path, manifests: list[Path], out: Path, dataset: Path) -> None:
     """Shard `manifests` (under `results`) -> the manifest `out` and the `dataset` folder."""
-    from digi2real.dataset import Thresholds, apply_filter, write_dataset
-    from digi2real.formats import read_shard_manifests, write_manifest
+    from digi2real.dataset import Thresholds, apply_filter
+    from digi2real.formats import read_shard_manifests, write_dataset, write_manifest
 
     table = apply_filter(read_shard_manifests(manifests, results), Thresholds.from_config(config))
     write_dataset(table, results, dataset)

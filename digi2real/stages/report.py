@@ -11,14 +11,13 @@ CONFIG_KEYS = ["seed", "models", "digiface", "ffhq", "delta", "plan", "generatio
 
 def run(config: Config, results: Path, manifest: Path, out: Path, samples: Path) -> dict:
     """The card of the aggregated `manifest` into `out` (JSON), the sample grid into `samples`."""
-    import json
     import time
 
     import pyarrow.parquet as pq
 
     from digi2real import models
     from digi2real.dataset import dataset_card, sample_grid
-    from digi2real.formats import atomic_path
+    from digi2real.formats import write_card
 
     started = time.monotonic()
     table = pq.read_table(manifest)
@@ -29,7 +28,6 @@ def run(config: Config, results: Path, manifest: Path, out: Path, samples: Path)
     if shard_times and index_times:
         content["wall_time_s"] = round(max(shard_times) - min(index_times), 1)
     sample_grid(table, results, samples)
-    with atomic_path(out) as temporary:
-        temporary.write_text(json.dumps(content, indent=2) + "\n")
+    write_card(out, content)
     content["report_seconds"] = time.monotonic() - started
     return content
