@@ -2,8 +2,11 @@
 
 scripts/local_slurm.sh brings up a one-node SLURM 22.05 cluster with accounting and one pretend
 GPU on this machine; snakemake-executor-plugin-slurm then submits every job with sbatch and
-follows it with sacct, as on a lab's cluster. The module is skipped where the cluster cannot run
-(not root, or neither the packages nor apt-get).
+follows it with sacct, as on a lab's cluster. The module is skipped, with the reason, where the
+cluster cannot run (not root, or neither the packages nor apt-get) and where SLURM is installed
+but not by that script (no marker /etc/slurm/digi2real-local-cluster): an installation the
+script did not set up is never touched. A cluster the script set up is reused. Where the tests
+must run (CI: DIGI2REAL_REQUIRE_SLURM=1), each of those reasons fails the tests instead.
 
 What ran where is read from SLURM itself: `sacct --name <run id>` lists the jobs one snakemake
 invocation submitted (the plugin names every job after the invocation's run id), and the
@@ -24,6 +27,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pyarrow.parquet as pq
 import pytest
@@ -32,8 +36,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 ACCOUNT, PARTITION = "digi2real", "debug"  # what local_slurm.sh creates
+REFUSED = 3  # local_slurm.sh's exit status where SLURM is installed but not by it
 
-# The demo (config.yaml, 16 jobs, demo_assets included) with quick generation: a shard takes
+pytestmark = pytest.mark.slurm
+
+# The demo (demo.yaml, 16 jobs, demo_assets included) with quick generation: a shard takes
 # about 10 s of job time instead of 30. Everything else is the demo's.
 FAST = {"generation.height": 64, "generation.width": 64, "generation.steps": 4}
 # The demo's own generation settings: each batch of 4 images takes seconds, long enough to
@@ -42,8 +49,8 @@ SLOW = {"generation.height": 128, "generation.width": 128, "generation.steps": 2
 SHARDS = ("0", "1")
 JOBS_OF_THE_DEMO = {
     ("demo_assets", ""),
-    ("index", "digiface"),
-    ("index", "ffhq"),
+    ("index_digiface", ""),
+    ("index_ffhq", ""),
     ("embed", "digiface_0"),
     ("embed", "digiface_1"),
     ("embed", "ffhq_0"),
@@ -64,16 +71,30 @@ TIMEOUT = 600  # seconds for one snakemake invocation
 # --- the cluster ----------------------------------------------------------------------------
 
 
+def no_cluster(reason: str) -> NoReturn:
+    """Skips the test, or fails it where the SLURM tests must run (DIGI2REAL_REQUIRE_SLURM=1,
+    as in CI, where a skipped SLURM test would hide that they did not run)."""
+    if os.environ.get("DIGI2REAL_REQUIRE_SLURM", "") not in ("", "0"):
+        pytest.fail(f"DIGI2REAL_REQUIRE_SLURM is set, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """The local cluster, up for this module; taken down after it if this module started it."""
+    """The local cluster, up for this module; taken down after it if this module started it.
+    Skipped (see no_cluster) where it cannot run, or where SLURM is installed but not by
+    local_slurm.sh: the script refuses to touch that installation (exit status 3)."""
     if not os.access(SCRIPT, os.X_OK):
-        pytest.skip(f"{SCRIPT} missing or not executable")
+        no_cluster(f"{SCRIPT} missing or not executable")
     can = subprocess.run([SCRIPT, "can-run"], capture_output=True, text=True)
+    if can.returncode == REFUSED:
+        no_cluster(f"local_slurm.sh refuses (exit 3): {can.stdout.strip()}")
     if can.returncode != 0:
-        pytest.skip(f"no local SLURM cluster here: {(can.stdout + can.stderr).strip()}")
+        no_cluster(f"no local SLURM cluster here: {(can.stdout + can.stderr).strip()}")
     was_up = subprocess.run([SCRIPT, "status"], capture_output=True).returncode == 0
     up = subprocess.run([SCRIPT, "up"], capture_output=True, text=True, timeout=600)
+    if up.returncode == REFUSED:  # someone else's SLURM appeared since can-run
+        no_cluster(f"local_slurm.sh refuses (exit 3): {up.stderr.strip()}")
     assert up.returncode == 0, f"local_slurm.sh up failed:\n{up.stdout}\n{up.stderr}"
     yield
     if not was_up:  # a cluster someone else brought up stays up
@@ -97,9 +118,9 @@ def lab_profile(tmp_path_factory) -> Path:
 
 
 def write_config(workdir: Path, **overrides) -> None:
-    """The repo's config.yaml in `workdir` (so the demo is built there), with overrides."""
+    """The repo's demo.yaml in `workdir` (so the demo is built there), with overrides."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = yaml.safe_load((REPO / "demo.yaml").read_text())
     config["results"] = "results"
     for dotted, value in overrides.items():
         node = config
@@ -302,11 +323,10 @@ def assert_same_manifest(ours: Path, theirs: Path) -> None:
 def images(results: Path, *patterns: str) -> dict[str, str]:
     found = {}
     for pattern in patterns:
-        for path in results.glob(pattern):
-            if path.is_file():
-                found[str(path.relative_to(results))] = hashlib.sha256(
-                    path.read_bytes()
-                ).hexdigest()
+        matched = [path for path in results.glob(pattern) if path.is_file()]
+        assert matched, f"no file under {results} matches {pattern}"
+        for path in matched:
+            found[str(path.relative_to(results))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return found
 
 
@@ -626,7 +646,8 @@ def test_a_200_shard_run_submits_262_jobs_or_211_with_the_profiles_groups(lab_pr
     workdir = big_run(tmp_path / "run")
     one_by_one = dry_run(workdir, lab_profile)
     assert one_by_one == {
-        "index": 2,
+        "index_digiface": 1,
+        "index_ffhq": 1,
         "embed": 40 + 14,  # 20,000 identities / 500, 70,000 FFHQ images / 5,000
         "merge_embeddings": 2,
         "estimate_delta": 1,
