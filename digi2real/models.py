@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from digi2real.config import Config, resolve_path
 from digi2real.errors import ModelFileError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -144,12 +146,16 @@ def model_hashes(config: Config, specs: tuple[ModelSpec, ...]) -> dict[str, str]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -164,6 +170,7 @@ def load_text_encoder(path: Path):
     Newer transformers releases dropped the `text_model` submodule of CLIPTextModel, so the
     keys are mapped onto whichever layout the installed version builds.
     """
+    import torch
     from transformers import CLIPTextConfig, CLIPTextModel
 
     checkpoint = path / "pytorch_model.bin"

@@ -36,6 +36,22 @@ def write_demo_config(folder: Path, demo_root: Path, **overrides) -> Path:
     return path
 
 
+def empty_model_layout(folder: Path) -> dict[str, str]:
+    """The `models:` section of a config pointing at empty files in the real layouts: enough
+    for the checks a dry run makes (file-system only), nothing that loads."""
+    from digi2real import models
+
+    paths = {}
+    for spec in (*models.GENERATION_MODELS, *models.FACE_MODELS):
+        path = folder / spec.key.removeprefix("models.")
+        for name in spec.files or ("",):
+            target = path / name if name else path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
+        paths[spec.key.removeprefix("models.")] = str(path)
+    return paths
+
+
 @pytest.fixture
 def demo_config(tmp_path, demo_root):
     return load_config(write_demo_config(tmp_path, demo_root))

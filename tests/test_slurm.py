@@ -33,6 +33,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.conftest import empty_model_layout
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
 ACCOUNT, PARTITION = "digi2real", "debug"  # what local_slurm.sh creates
@@ -599,11 +601,18 @@ def test_a_preempted_shard_stops_cleanly_and_its_retry_resumes(scenarios):
 
 def big_run(folder: Path) -> Path:
     """A config for 20,000 DigiFace identities in generation shards of 100, at the schema's
-    default embedding shard sizes; a dry run reads no data or model file."""
+    default embedding shard sizes, over empty folders and files where the data and models would
+    be: a dry run checks that they are there, and opens none of them."""
+    for identity in range(20000):
+        (folder / "digiface" / str(identity)).mkdir(parents=True)
+    (folder / "ffhq").mkdir()
+    for image in range(70000):
+        (folder / "ffhq" / f"{image:05d}.png").touch()
     write_config(
         folder,
         **{
             "demo": None,
+            "models": empty_model_layout(folder / "models"),
             "digiface.root": str(folder / "digiface"),
             "digiface.selection": {"mode": "range", "start": 0, "count": 20000},
             "digiface.identities_per_embed_shard": 500,

@@ -16,8 +16,9 @@ import yaml
 from PIL import Image
 
 from digi2real.config import config_slice
+from digi2real.formats import Index, write_index
 from digi2real.stages import generate
-from tests.conftest import REPO, write_demo_config
+from tests.conftest import REPO, empty_model_layout, write_demo_config
 
 pytestmark = pytest.mark.workflow
 
@@ -383,6 +384,7 @@ def test_invalid_config_is_one_error_naming_the_key(demo_root, zoo, tmp_path, ov
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert named in output, output[-2000:]
+    assert len(output.strip().splitlines()) <= 5, output  # Snakemake's own lines included
     # The CLI, given the same file, rejects it with the same message.
     cli = subprocess.run(
         [sys.executable, "-m", "digi2real", "config", "--config", str(tmp_path / "config.yaml")],
@@ -397,10 +399,58 @@ def test_invalid_config_is_one_error_naming_the_key(demo_root, zoo, tmp_path, ov
 
 def test_missing_model_file_is_one_line_naming_the_key(demo_root, zoo, tmp_path):
     configure(tmp_path, demo_root, *zoo, **{"models.arcface": str(tmp_path / "nope.onnx")})
-    result = snakemake(tmp_path, "--until", "embed", check=False)
-    assert result.returncode != 0
-    logs = "".join(p.read_text() for p in (tmp_path / "results/logs/embed").rglob("*.log"))
-    assert "config key models.arcface" in logs and "Traceback" not in logs
+    index = tmp_path / "index.parquet"
+    write_index(index, Index([0], ["0"], ["0/0.png"], str(zoo[0])))
+    args = ["-m", "digi2real", "embed", "digiface", "--config", str(tmp_path / "config.yaml")]
+    job = subprocess.run(
+        [sys.executable, *args, "--index", str(index), "--out", str(tmp_path / "o.h5")],
+        capture_output=True,
+        text=True,
+    )
+    named = f"config key models.arcface: {tmp_path / 'nope.onnx'} is not a file"
+    assert job.returncode == 2 and named in job.stderr and "Traceback" not in job.stderr
+    # The dry run says it first, with the job's own message, before anything is submitted.
+    dry = snakemake(tmp_path, "-n", check=False)
+    output = dry.stdout + dry.stderr
+    assert dry.returncode != 0 and named in output
+    assert len(output.strip().splitlines()) <= 5, output
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ({"models.arc2face_unet": "nowhere"}, "config key models.arc2face_unet: nowhere is not"),
+        ({"models.detector": "nowhere.onnx"}, "config key models.detector: nowhere.onnx is not"),
+        ({"digiface.root": "nowhere"}, "config key digiface.root: nowhere is not a folder"),
+        ({"ffhq.root": "nowhere"}, "config key ffhq.root: nowhere is not a folder"),
+        (
+            {"digiface.selection": {"start": 2, "count": 9}},
+            "config key digiface.selection.count: 9 identities from number 2 asked for, "
+            "digiface.root",
+        ),
+        ({"ffhq.count": 5000}, "config key ffhq.count: 5000, but ffhq.root"),
+    ],
+)
+def test_preflight_stops_the_dry_run_naming_the_key(demo_root, zoo, tmp_path, override, named):
+    configure(tmp_path, demo_root, *zoo, **override)
+    result = snakemake(tmp_path, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and named in output, output[-2000:]
+    assert "Job stats" not in output
+
+
+def test_a_selection_of_all_says_how_many_it_found(demo_root, zoo, tmp_path):
+    configure(tmp_path, demo_root, *zoo, **{"digiface.selection": {"start": 3}})
+    result = snakemake(tmp_path, "-n")
+    assert f"digiface: all 7 identities under {zoo[0]} from number 3 on" in result.stderr
+    assert planned_jobs(tmp_path)["generate"] == 2  # 7 identities in shards of 4
+
+
+def test_one_shard_first_runs_one_generation_job(run, tmp_path):
+    """README's "Run one shard first": its target and what it needs, nothing more."""
+    workdir = copy_run(run, tmp_path / "one")
+    remove_generation(workdir)
+    assert planned_jobs(workdir, "results/shards/0/manifest.parquet") == {"generate": 1}
 
 
 def test_readme_step_two_config_runs_a_real_runs_settings(tmp_path):
@@ -412,10 +462,13 @@ def test_readme_step_two_config_runs_a_real_runs_settings(tmp_path):
     ffhq.mkdir()
     for k in range(3):
         Image.new("RGB", (16, 16)).save(ffhq / f"{k:05d}.png")
+    digiface = tmp_path / "DigiFace-1M"
+    for identity in range(20000):
+        (digiface / str(identity)).mkdir(parents=True)
     mine = {
-        "models": {"arc2face_encoder": "/models/arc2face/encoder", "arcface": "/m/arcface.onnx"},
+        "models": empty_model_layout(tmp_path / "models"),
         "digiface": {
-            "root": str(tmp_path / "DigiFace-1M"),
+            "root": str(digiface),
             "selection": {"mode": "range", "start": 0, "count": 20000},
         },
         "ffhq": {"root": str(ffhq)},
@@ -432,7 +485,7 @@ def test_readme_step_two_config_runs_a_real_runs_settings(tmp_path):
     assert (generation["height"], generation["width"], generation["steps"]) == (512, 512, 25)
     assert generation["guidance"] == 3.0 and generation["scheduler"] == "dpmsolver++"
     assert sliced["plan"] == {"images_per_identity": 20}
-    assert sliced["models"]["arcface"] == "/m/arcface.onnx"
+    assert sliced["models"] == mine["models"] | {"lcm_lora": None}
     printed = subprocess.run(
         [sys.executable, "-m", "digi2real", "config", "--config", str(tmp_path / "config.yaml")],
         capture_output=True,
@@ -443,3 +496,39 @@ def test_readme_step_two_config_runs_a_real_runs_settings(tmp_path):
     # The job is handed exactly the slice of what `digi2real config` prints that it reads.
     assert sliced == config_slice(resolved, generate.CONFIG_KEYS)
     assert resolved["plan"]["identities_per_shard"] == 100
+
+
+def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
+    """Ctrl-C to snakemake alone, mid-shard, then the same command: no IncompleteFilesException,
+    and the result of an uninterrupted run."""
+    import signal
+    import time
+
+    workdir = copy_run(run, tmp_path / "interrupted")
+    remove_generation(workdir)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list((workdir / "results/shards").glob("*/raw/*/*.png")):
+        assert process.poll() is None and time.monotonic() < deadline, "no image was written"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0, "interrupted before it finished"
+    assert not (workdir / "results/manifest.parquet").exists()
+    snakemake(workdir)
+    assert read_table(workdir / "results/manifest.parquet") == read_table(
+        run / "results/manifest.parquet"
+    )

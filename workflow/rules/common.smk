@@ -11,7 +11,8 @@ sys.path.insert(
 from snakemake.exceptions import WorkflowError
 
 from digi2real import layout
-from digi2real.config import config_slice, resolve_config, stage_keys
+from digi2real.preflight import preflight
+from digi2real.config import config_slice, read_config_file, resolve_config, stage_keys
 from digi2real.errors import Digi2RealError
 import digi2real.stages.aggregate
 import digi2real.stages.embed
@@ -24,12 +25,13 @@ import digi2real.stages.report
 from digi2real import stages
 
 # Validated and completed once, here, by the schema the CLI uses too (digi2real/config.py):
-# every rule sees the values `digi2real config` prints.
-CONFIG_FILES = ", ".join(
-    ["config.yaml"] + [str(f) for f in workflow.config_settings.configfiles]
-)
+# every rule sees the values `digi2real config` prints. Each file alone first, so that an error
+# names the file it is in; then the files merged as Snakemake merged them.
+CONFIG_FILES = list(dict.fromkeys(str(path) for path in workflow.configfiles))
 try:
-    RESOLVED = resolve_config(config, CONFIG_FILES)
+    for path in CONFIG_FILES:
+        resolve_config(read_config_file(path), path)
+    RESOLVED = resolve_config(config, " over ".join(reversed(CONFIG_FILES)) or "config")
 except Digi2RealError as error:
     raise WorkflowError(str(error)) from None
 config.clear()
@@ -53,7 +55,10 @@ else:
         f"set -euo pipefail; export PATH={os.path.dirname(sys.executable)}:$PATH; {PACKAGE_PATH}"
     )
 
-try:  # a root that is not there is said here, in the dry run, not in a job on the cluster
+try:  # a missing path is said here, in the dry run, not in a job on the cluster
+    if workflow.is_main_process:  # not again in every job
+        for line in preflight(config):
+            print(line, file=sys.stderr)
     DIGIFACE_IDENTITIES = layout.count_selected_identities(config)
     FFHQ_IMAGES = layout.count_ffhq_images(config)
 except (Digi2RealError, OSError) as error:

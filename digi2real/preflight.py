@@ -1,0 +1,93 @@
+"""Checks before a single job is submitted: the model files, the dataset roots, the selection.
+
+The workflow runs them at parse time in its main process, so `snakemake -n` says what is wrong
+before anything is queued; the messages are those the jobs would give. Only cheap file-system
+checks (no file is opened or hashed), and only the standard library: Snakemake runs this.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real import layout, models
+from digi2real.config import Config, resolve_path
+from digi2real.errors import ConfigError, DataError
+
+FACE_SECTIONS = ("digiface", "ffhq", "quality")
+
+
+def preflight(config: Config) -> list[str]:
+    """Raise the first problem of a resolved config; return what a person should see (the
+    counts found where the config says "all")."""
+    demo = Path(config["demo"]) if config["demo"] else None
+
+    def built_by_the_demo(path: Path) -> bool:  # not there yet: the first job builds it
+        return demo is not None and demo.absolute() in (path.absolute(), *path.absolute().parents)
+
+    needed = [*models.GENERATION_MODELS, models.ARCFACE]
+    if any(not config[section]["face"]["prealigned"] for section in FACE_SECTIONS):
+        needed.append(models.DETECTOR)
+    if config["models"]["lcm_lora"] is not None:
+        needed.append(models.LCM_LORA)
+    for spec in needed:
+        path = resolve_path(config, spec.key)
+        if path is not None and not built_by_the_demo(path):
+            models.model_path(config, spec)
+    said = []
+    digiface_root = Path(config["digiface"]["root"]).expanduser()
+    if not built_by_the_demo(digiface_root):
+        said.append(_check_selection(config["digiface"]["selection"], digiface_root))
+    ffhq_root = Path(config["ffhq"]["root"]).expanduser()
+    if not built_by_the_demo(ffhq_root):
+        said.append(_check_ffhq(config["ffhq"]["count"], ffhq_root))
+    return said
+
+
+def _check_selection(selection: dict, root: Path) -> str:
+    available = layout.identity_folders(root)
+    mode, count = selection["mode"], selection["count"]
+    if mode == "list":
+        list_file = Path(selection["file"]).expanduser()
+        if not list_file.is_file():
+            raise ConfigError(f"config key digiface.selection.file: {list_file} does not exist")
+        wanted = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        unknown = [name for name in wanted if name not in available]
+        if unknown:
+            raise DataError(
+                f"{list_file}: {len(unknown)} identities not under digiface.root {root}, "
+                f"e.g. {unknown[:3]}"
+            )
+        return f"digiface: {len(dict.fromkeys(wanted))} identities listed in {list_file}"
+    if mode == "random":
+        if count > len(available):
+            raise ConfigError(
+                f"config key digiface.selection.count: {count} identities asked for, "
+                f"digiface.root {root} holds {len(available)}"
+            )
+        return f"digiface: {count} of the {len(available)} identities under {root}, at random"
+    start = selection["start"]
+    left = len(available) - start
+    if count is None:
+        if left < 1:
+            raise ConfigError(
+                f"config key digiface.selection.start: {start}, but digiface.root {root} "
+                f"holds {len(available)} identities"
+            )
+        return f"digiface: all {left} identities under {root} from number {start} on"
+    if count > left:
+        raise ConfigError(
+            f"config key digiface.selection.count: {count} identities from number {start} "
+            f"asked for, digiface.root {root} holds {left} from there"
+        )
+    return f"digiface: {count} identities under {root} from number {start} on"
+
+
+def _check_ffhq(count: int | None, root: Path) -> str:
+    found = len(layout.ffhq_image_files(root))
+    if found == 0:
+        raise DataError(f"config key ffhq.root: {root} holds no images")
+    if count is None:
+        return f"ffhq: all {found} images under {root}"
+    if count > found:
+        raise ConfigError(f"config key ffhq.count: {count}, but ffhq.root {root} holds {found}")
+    return f"ffhq: {count} of the {found} images under {root}, at random"
