@@ -86,11 +86,20 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_hash_models(args) -> int:
+    from digi2real.stages import hash_models
+
+    hash_models.run(stage_config(args, "hash_models"), Path(args.out))
+    return 0
+
+
 def cmd_generate(args) -> int:
     from digi2real.stages import generate
 
     config = stage_config(args, "generate")
-    return generate.run(config, Path(args.plan), Path(args.delta), Path(args.out))
+    return generate.run(
+        config, Path(args.plan), Path(args.delta), Path(args.models), Path(args.out)
+    )
 
 
 def cmd_aggregate(args) -> int:
@@ -110,7 +119,14 @@ def cmd_report(args) -> int:
     from digi2real.stages import report
 
     config = stage_config(args, "report")
-    report.run(config, Path(args.results), Path(args.manifest), Path(args.out), Path(args.samples))
+    report.run(
+        config,
+        Path(args.results),
+        Path(args.manifest),
+        Path(args.models),
+        Path(args.out),
+        Path(args.samples),
+    )
     return 0
 
 
@@ -158,9 +174,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", required=True, help="DigiFace embeddings .h5")
     p.add_argument("--out", nargs="+", required=True, help="plan files, shard 0, 1, ... in order")
 
+    p = command("hash-models", cmd_hash_models, "the sha256 of every model file")
+    p.add_argument("--out", required=True, help="models.json to write")
+
     p = command("generate", cmd_generate, "generate and check one shard (GPU job)")
     p.add_argument("--plan", required=True, help="plan/<shard>.h5")
     p.add_argument("--delta", required=True, help="delta.h5")
+    p.add_argument("--models", required=True, help="models.json, the model hashes")
     p.add_argument("--out", required=True, help="shards/<shard>/manifest.parquet to commit")
 
     p = command("aggregate", cmd_aggregate, "merge shard manifests, filter, build the dataset")
@@ -172,6 +192,7 @@ def parser() -> argparse.ArgumentParser:
     p = command("report", cmd_report, "the dataset card and a sample grid")
     p.add_argument("--results", required=True, help="results folder")
     p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
+    p.add_argument("--models", required=True, help="models.json, the model hashes")
     p.add_argument("--out", required=True, help="dataset_card.json to write")
     p.add_argument("--samples", required=True, help="sample grid .png to write")
     return main

@@ -5,6 +5,7 @@ The thresholds are read here only, so changing them re-runs this step and nothin
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,11 @@ def dataset_card(table: pa.Table, config: Config, model_hashes: dict[str, str]) 
         "thresholds": Thresholds.from_config(config).__dict__,
         "config_sha256": config_hash(config),
         "model_sha256": model_hashes,
+        # One fingerprint of every generated image's key (manifest column image_key): two
+        # datasets with equal fingerprints were made from the same settings, models and Δ.
+        "image_keys_sha256": hashlib.sha256(
+            "\n".join(sorted(k for k in table.column("image_key").to_pylist() if k)).encode()
+        ).hexdigest(),
     }
 
 

@@ -283,6 +283,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("det_score", pa.float32()),
         ("cos_prototype", pa.float32()),
         ("cos_condition", pa.float32()),
+        ("image_key", pa.string()),
     ]
 )
 MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
@@ -331,6 +332,56 @@ def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
     if not tables:
         raise DataError("no shard manifests to aggregate")
     return pa.concat_tables(tables)
+
+
+# --- a shard's image records ---------------------------------------------------------------
+
+RECORDS = "records.jsonl"
+
+
+def append_record(shard_dir: Path, record: dict) -> None:
+    """One line for an image whose file was just renamed into place, flushed to disk: the
+    record, not the file, is what a rerun keys on. A kill before this line leaves a file with
+    no record, which the rerun makes again."""
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    with open(shard_dir / RECORDS, "a", encoding="utf-8") as stream:
+        stream.write(json.dumps(record, sort_keys=True) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def read_records(shard_dir: Path) -> dict[tuple[str, int], dict]:
+    """The last record of each image (identity, image_index) in a shard's journal; a line cut
+    short by a kill is ignored."""
+    records: dict[tuple[str, int], dict] = {}
+    path = shard_dir / RECORDS
+    if not path.is_file():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            records[(record["identity"], int(record["image_index"]))] = record
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+    return records
+
+
+# --- model hashes ----------------------------------------------------------------------------
+
+
+def write_model_hashes(path: Path, hashes: dict[str, str]) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(hashes, indent=2, sort_keys=True) + "\n")
+
+
+def read_model_hashes(path: Path) -> dict[str, str]:
+    try:
+        hashes = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: cannot read the model hashes: {error}") from None
+    if not isinstance(hashes, dict):
+        raise DataError(f"{path}: not a model hashes file")
+    return hashes
 
 
 # --- the dataset and its card --------------------------------------------------------------

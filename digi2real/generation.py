@@ -20,6 +20,20 @@ from digi2real.errors import ModelFileError
 from digi2real.projection import Arc2FaceProjector
 
 LATENT_CHANNELS = 4
+# Part of every image's key (digi2real.shards.image_key): raise it with any change here, to the
+# projection or to how diffusers is called, that changes pixels, so that a rerun remakes them.
+GENERATION_CODE_VERSION = 1
+# The model files an image's pixels depend on (the face models only check them).
+PIXEL_MODELS = frozenset(
+    {
+        "models.arc2face_encoder",
+        "models.arc2face_unet",
+        "models.vae",
+        "models.tokenizer",
+        "models.scheduler",
+        "models.lcm_lora",
+    }
+)
 
 
 class Interrupted(Exception):

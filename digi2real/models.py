@@ -138,10 +138,6 @@ def model_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_hashes(config: Config, specs: tuple[ModelSpec, ...]) -> dict[str, str]:
-    return {spec.key: model_sha256(model_path(config, spec)) for spec in specs}
-
-
 # --- torch-side models -------------------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ come from its own seed, it ends with the same images as an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
 from pathlib import Path
 
@@ -20,10 +22,18 @@ from digi2real.formats import (
     MANIFEST_SCHEMA,
     ShardPlan,
     aligned_path,
+    append_record,
     raw_path,
+    read_records,
     save_png,
 )
-from digi2real.generation import Arc2FaceGenerator, to_uint8
+from digi2real.generation import (
+    GENERATION_CODE_VERSION,
+    PIXEL_MODELS,
+    Arc2FaceGenerator,
+    GenerationSettings,
+    to_uint8,
+)
 from digi2real.planning import image_seed
 from digi2real.progress import Progress, log
 from digi2real.status import Status
@@ -48,16 +58,76 @@ class StopFlag:
         return self.stopped
 
 
+def settings_key(
+    model_hashes: dict[str, str],
+    settings: GenerationSettings,
+    device_type: str,
+    dtype: str,
+    delta: np.ndarray | None,
+) -> str:
+    """sha256 of everything a shard's pixels depend on besides each image's own condition and
+    seed: the code version, the generating models' file hashes, the settings that change
+    pixels (the device type and dtype as resolved), Δ and λ. Not the batch size: on the CPU an
+    image differs across batch sizes by at most 1/255 per pixel (README, Faithfulness), and a
+    short last batch is padded, so a resumed shard is bitwise the same anyway."""
+    content = {
+        "code": GENERATION_CODE_VERSION,
+        "models": {key: model_hashes[key] for key in sorted(PIXEL_MODELS & set(model_hashes))},
+        "steps": settings.steps,
+        "guidance": settings.guidance,
+        "height": settings.height,
+        "width": settings.width,
+        "scheduler": settings.scheduler,
+        "device": device_type,
+        "dtype": dtype,
+        "delta_sha256": None
+        if delta is None
+        else hashlib.sha256(np.ascontiguousarray(delta, np.float32).tobytes()).hexdigest(),
+        "delta_scale": settings.delta_scale,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def image_key(shard_settings_key: str, condition: np.ndarray, seed: int) -> str:
+    """The key of one image: its shard's settings key, its condition and its seed."""
+    digest = hashlib.sha256(shard_settings_key.encode())
+    digest.update(np.ascontiguousarray(condition, np.float32).tobytes())
+    digest.update(str(int(seed)).encode())
+    return digest.hexdigest()
+
+
 def generate_missing(
     generator: Arc2FaceGenerator,
     plan: ShardPlan,
+    keys: list[str],
     shard_dir: Path,
     should_stop,
     faults: Faults,
 ) -> dict[int, str]:
-    """Generate the planned images not yet on disk; the messages of those that failed."""
-    todo = [i for i in range(len(plan)) if not (shard_dir / _raw(plan, i)).is_file()]
-    log.info("shard %d: %d of %d images to generate", plan.shard, len(todo), len(plan))
+    """Generate the planned images that have no record with their key; the messages of those
+    that failed. An image on disk made with other settings is removed first: nothing old is
+    passed off as new."""
+    records = read_records(shard_dir)
+    todo, stale = [], 0
+    for i in range(len(plan)):
+        record = records.get((plan.image_identity[i], plan.image_index[i]))
+        raw = shard_dir / _raw(plan, i)
+        if record is not None and record.get("image_key") == keys[i] and raw.is_file():
+            continue
+        if raw.is_file():
+            stale += record is not None
+            raw.unlink()
+        todo.append(i)
+    log.info(
+        "shard %d: %d of %d images reused (their keys match), %d to generate (%d made with "
+        "other settings or models, %d new)",
+        plan.shard,
+        len(plan) - len(todo),
+        len(plan),
+        len(todo),
+        stale,
+        len(todo) - stale,
+    )
     progress = Progress(f"shard {plan.shard} generate", len(todo))
     failures: dict[int, str] = {}
     batch_size = generator.settings.batch_size
@@ -79,6 +149,15 @@ def generate_missing(
                 failures[i] = "generated image has non-finite pixels"
                 continue
             save_png(to_uint8(image), shard_dir / _raw(plan, i))
+            append_record(
+                shard_dir,
+                {
+                    "identity": plan.image_identity[i],
+                    "image_index": plan.image_index[i],
+                    "image_key": keys[i],
+                    "raw_path": _raw(plan, i),
+                },
+            )
             faults.image_written()
         progress.advance(len(batch))
     return failures
@@ -117,7 +196,7 @@ def _read_or_error(path: Path) -> np.ndarray | Exception:
 
 
 def manifest_table(
-    plan: ShardPlan, results: list[FaceResult], images_per_identity: int
+    plan: ShardPlan, results: list[FaceResult], keys: list[str], images_per_identity: int
 ) -> pa.Table:
     rows: dict[str, list] = {column: [] for column in MANIFEST_COLUMNS}
     prototype = dict(zip(plan.identities, plan.prototypes, strict=True))
@@ -139,6 +218,7 @@ def manifest_table(
             "det_score": result.det_score,
             "cos_prototype": float(embedding @ prototype[identity]) if ok else float("nan"),
             "cos_condition": float(embedding @ plan.condition[i]) if ok else float("nan"),
+            "image_key": keys[i] if result.status is not Status.FAILED else "",
         }
         for column in MANIFEST_COLUMNS:
             rows[column].append(row[column])

@@ -42,7 +42,7 @@ REFUSED = 3  # local_slurm.sh's exit status where SLURM is installed but not by 
 
 pytestmark = pytest.mark.slurm
 
-# The demo (demo.yaml, 16 jobs, demo_assets included) with quick generation: a shard takes
+# The demo (demo.yaml, 17 jobs, demo_assets included) with quick generation: a shard takes
 # about 10 s of job time instead of 30. Everything else is the demo's.
 FAST = {"generation.height": 64, "generation.width": 64, "generation.steps": 4}
 # The demo's own generation settings: each batch of 4 images takes seconds, long enough to
@@ -61,6 +61,7 @@ JOBS_OF_THE_DEMO = {
     ("merge_embeddings", "ffhq"),
     ("estimate_delta", ""),
     ("plan", ""),
+    ("hash_models", ""),
     ("generate", "0"),
     ("generate", "1"),
     ("aggregate", ""),
@@ -651,7 +652,7 @@ def dry_run(workdir: Path, profile: Path) -> dict[str, int]:
     return submissions(result.stdout + result.stderr)
 
 
-def test_a_200_shard_run_submits_262_jobs_or_211_with_the_profiles_groups(lab_profile, tmp_path):
+def test_a_200_shard_run_submits_263_jobs_or_212_with_the_profiles_groups(lab_profile, tmp_path):
     workdir = big_run(tmp_path / "run")
     one_by_one = dry_run(workdir, lab_profile)
     assert one_by_one == {
@@ -661,11 +662,12 @@ def test_a_200_shard_run_submits_262_jobs_or_211_with_the_profiles_groups(lab_pr
         "merge_embeddings": 2,
         "estimate_delta": 1,
         "plan": 1,
+        "hash_models": 1,
         "generate": 200,
         "aggregate": 1,
         "report": 1,
     }
-    assert sum(one_by_one.values()) == 262
+    assert sum(one_by_one.values()) == 263
 
     # The profile's commented-out grouping block, switched on.
     lines = (lab_profile / "config.yaml").read_text().splitlines()
@@ -682,7 +684,8 @@ def test_a_200_shard_run_submits_262_jobs_or_211_with_the_profiles_groups(lab_pr
         "merge": 1,
         "estimate_delta": 1,
         "plan": 1,
+        "hash_models": 1,
         "generate": 200,
         "finish": 1,  # aggregate and report
     }
-    assert sum(grouped_counts.values()) == 211
+    assert sum(grouped_counts.values()) == 212

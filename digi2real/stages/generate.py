@@ -14,12 +14,12 @@ CONFIG_KEYS = ["models", "generation", "delta.scale", "plan.images_per_identity"
 STOPPED = 143  # exit code after SIGTERM, as a shell reports a process ended by it
 
 
-def run(config: Config, plan_path: Path, delta_path: Path, out: Path) -> int:
-    """Generate the shard planned in `plan_path` into the folder of `out`, its manifest;
-    returns the process exit code."""
+def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, out: Path) -> int:
+    """Generate the shard planned in `plan_path` into the folder of `out`, its manifest, with
+    the model hashes of `models_path` in each image's key; returns the process exit code."""
     from digi2real.errors import DataError
     from digi2real.faces import face_pipeline_from_config
-    from digi2real.formats import read_delta, read_plan, write_manifest
+    from digi2real.formats import read_delta, read_model_hashes, read_plan, write_manifest
     from digi2real.generation import (
         Arc2FaceGenerator,
         GenerationSettings,
@@ -27,21 +27,35 @@ def run(config: Config, plan_path: Path, delta_path: Path, out: Path) -> int:
         build_pipeline,
     )
     from digi2real.progress import log
-    from digi2real.shards import StopFlag, check_images, generate_missing, manifest_table
+    from digi2real.shards import (
+        StopFlag,
+        check_images,
+        generate_missing,
+        image_key,
+        manifest_table,
+        settings_key,
+    )
     from digi2real.testing import Faults
 
     # 1. Inputs and settings.
     plan = read_plan(plan_path)
     delta = read_delta(delta_path)
+    model_hashes = read_model_hashes(models_path)
     settings = GenerationSettings.from_config(config)
     shard_dir = out.parent
     stop = StopFlag()
     stop.install()
     faults = Faults(plan.shard)
     failures: dict[int, str] = {}
-    # 2. Generate what is not on disk yet.
+    keys: list[str] = []
+    # 2. Generate the images with no record of their key (new, or made with other settings).
     if len(plan):
-        generator = Arc2FaceGenerator(build_pipeline(config, settings), settings, delta.delta)
+        pipeline = build_pipeline(config, settings)
+        generator = Arc2FaceGenerator(pipeline, settings, delta.delta)
+        shard_key = settings_key(
+            model_hashes, settings, pipeline.device.type, str(pipeline.unet.dtype), delta.delta
+        )
+        keys = [image_key(shard_key, plan.condition[i], plan.seed[i]) for i in range(len(plan))]
         hidden = generator.projector.hidden_size
         if delta.delta.shape != (generator.projector.prompt_ids.shape[1], hidden):
             raise DataError(
@@ -49,7 +63,7 @@ def run(config: Config, plan_path: Path, delta_path: Path, out: Path) -> int:
                 f"(77, {hidden}); was it estimated with another encoder?"
             )
         try:
-            failures = generate_missing(generator, plan, shard_dir, stop, faults)
+            failures = generate_missing(generator, plan, keys, shard_dir, stop, faults)
         except Interrupted:
             pass
         if stop():
@@ -61,6 +75,6 @@ def run(config: Config, plan_path: Path, delta_path: Path, out: Path) -> int:
     # 4. Commit: the manifest, last.
     faults.before_commit()
     images_per_identity = config["plan"]["images_per_identity"]
-    write_manifest(manifest_table(plan, results, images_per_identity), out)
+    write_manifest(manifest_table(plan, results, keys, images_per_identity), out)
     log.info("shard %d: committed %s", plan.shard, out)
     return 0

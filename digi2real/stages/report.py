@@ -9,20 +9,21 @@ from digi2real.config import Config
 CONFIG_KEYS = ["seed", "models", "digiface", "ffhq", "delta", "plan", "generation", "quality"]
 
 
-def run(config: Config, results: Path, manifest: Path, out: Path, samples: Path) -> dict:
-    """The card of the aggregated `manifest` into `out` (JSON), the sample grid into `samples`."""
+def run(
+    config: Config, results: Path, manifest: Path, models_path: Path, out: Path, samples: Path
+) -> dict:
+    """The card of the aggregated `manifest` into `out` (JSON), with the model hashes of
+    `models_path`; the sample grid into `samples`."""
     import time
 
     import pyarrow.parquet as pq
 
-    from digi2real import models
     from digi2real.dataset import dataset_card, sample_grid
-    from digi2real.formats import write_card
+    from digi2real.formats import read_model_hashes, write_card
 
     started = time.monotonic()
     table = pq.read_table(manifest)
-    hashes = models.model_hashes(config, models.FACE_MODELS + models.GENERATION_MODELS)
-    content = dataset_card(table, config, hashes)
+    content = dataset_card(table, config, read_model_hashes(models_path))
     shard_times = [p.stat().st_mtime for p in (results / "shards").glob("*/manifest.parquet")]
     index_times = [p.stat().st_mtime for p in (results / "index").glob("*.parquet")]
     if shard_times and index_times:

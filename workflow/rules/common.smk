@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 sys.path.insert(
     0, workflow.basedir
@@ -18,6 +19,7 @@ import digi2real.stages.aggregate
 import digi2real.stages.embed
 import digi2real.stages.estimate_delta
 import digi2real.stages.generate
+import digi2real.stages.hash_models
 import digi2real.stages.index_digiface
 import digi2real.stages.index_ffhq
 import digi2real.stages.plan
@@ -109,6 +111,26 @@ def embed_shard_size(wildcards):
 def demo_assets(wildcards):
     """The embedded demo's data and models, when the config asks for them."""
     return [f"{config['demo']}/built.txt"] if config["demo"] else []
+
+
+def model_files(wildcards):
+    """Every file of every configured model (what hash_models hashes), or the demo's sign that
+    it built them."""
+    files = []
+    for key, value in config["models"].items():
+        path = Path(value).expanduser() if value else None
+        if path is None:
+            continue
+        if (
+            config["demo"]
+            and Path(config["demo"]).absolute() in path.absolute().parents
+        ):
+            files += demo_assets(wildcards)
+        elif path.is_dir():
+            files += sorted(str(p) for p in path.rglob("*") if p.is_file())
+        else:
+            files.append(str(path))
+    return list(dict.fromkeys(files))
 
 
 def generation_runtime(wildcards, attempt):

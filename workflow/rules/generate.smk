@@ -1,10 +1,33 @@
+rule hash_models:
+    input:
+        model_files,
+    output:
+        results("models.json"),
+    log:
+        results("logs/hash_models.log"),
+    benchmark:
+        results("benchmarks/hash_models.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings(stages.hash_models),
+    shell:
+        "python -m digi2real hash-models --config {params.config:q} --out {output} > {log} 2>&1"
+
+
 rule generate:
     input:
         plan=results("plan/{shard}.h5"),
         delta=results("delta.h5"),
+        models=results("models.json"),
     output:
         # The shard's commit record, written last. Its images live beside it but are not
-        # declared: Snakemake would delete them before a rerun, and a rerun resumes from them.
+        # declared: Snakemake would delete them before a rerun, and a rerun reuses those whose
+        # key (settings, models, Δ, condition, seed) still matches.
         results("shards/{shard}/manifest.parquet"),
     log:
         results("logs/generate/{shard}.log"),
@@ -24,4 +47,4 @@ rule generate:
         # exec: SIGTERM from SLURM reaches Python itself, which stops cleanly, rather than the
         # shell around it.
         "exec python -m digi2real generate --config {params.config:q} --plan {input.plan}"
-        " --delta {input.delta} --out {output} > {log} 2>&1"
+        " --delta {input.delta} --models {input.models} --out {output} > {log} 2>&1"

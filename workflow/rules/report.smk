@@ -1,6 +1,7 @@
 rule report:
     input:
-        results("manifest.parquet"),
+        manifest=results("manifest.parquet"),
+        models=results("models.json"),
     output:
         card=report(results("dataset_card.json"), caption="../report/dataset_card.rst"),
         samples=report(results("samples.png"), caption="../report/samples.rst"),
@@ -19,4 +20,5 @@ rule report:
         results=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "python -m digi2real report --config {params.config:q} --results {params.results}"
-        " --manifest {input} --out {output.card} --samples {output.samples} > {log} 2>&1"
+        " --manifest {input.manifest} --models {input.models} --out {output.card}"
+        " --samples {output.samples} > {log} 2>&1"
