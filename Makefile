@@ -5,11 +5,23 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint install clean
 
+# PyTorch, from pip's configured index (nothing else is asked). Which build that is depends on
+# the index: from PyPI, on Linux x86-64, torch==2.13.0 is the CUDA 13 build, 29 wheels and
+# 2.74 GB to download (measured 2026-11-23 with pip's --dry-run --report); the CPU build's wheel
+# is 192 MB: `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu`. The line printed
+# before the download names the build pip picked. On a cluster, install the CUDA build that
+# matches the driver first (README, "Set up").
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+
 $(BIN)/digi2real: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# The CPU build of torch; clusters install the CUDA build that matches their driver.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --dry-run --report $(VENV)/torch-plan.json \
+		$(TORCH_FROM) '$(TORCH)'
+	$(BIN)/python scripts/torch_plan.py $(VENV)/torch-plan.json
+	$(BIN)/python -m pip install --quiet $(TORCH_FROM) '$(TORCH)'
 	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[workflow,dev]'
 	touch $@
 

@@ -448,7 +448,10 @@ def preemption_scenario(local: Invocation, profile: Path, base: Path) -> Preempt
         # Right after the job ended, before its retry can have started.
         kept = len(list(raw.glob("*/*.png")))
         shard = workdir / "results/shards/0"
-        leftovers = [p for p in shard.rglob("*") if p.is_file() and p.suffix != ".png"]
+        # The images and their journal (records.jsonl) stay; nothing else may be left.
+        leftovers = [
+            p for p in shard.rglob("*") if p.is_file() and p.suffix not in (".png", ".jsonl")
+        ]
         leftovers += list(shard.rglob("*.tmp"))
         first_log = (workdir / "results/logs/generate/0.log").read_text()
         uninterrupted.wait().check()
@@ -590,7 +593,8 @@ def test_a_preempted_shard_stops_cleanly_and_its_retry_resumes(scenarios):
         ("generate", "0", "COMPLETED"),
     ]
     retry_log = (finished.workdir / "results/logs/generate/0.log").read_text()
-    resumed = f"shard 0: {16 - p.images_kept} of 16 images to generate"
+    kept = p.images_kept
+    resumed = f"shard 0: {kept} of 16 images reused (their keys match), {16 - kept} to generate"
     assert resumed in retry_log, retry_log[-2000:]
     ours, theirs = finished.workdir / "results", p.reference / "results"
     assert_same_manifest(ours / "shards/0/manifest.parquet", theirs / "shards/0/manifest.parquet")

@@ -576,7 +576,13 @@ GENERATED = 8 * IMAGES_PER_IDENTITY  # identities 8 and 9 are skipped (no usable
 
 @pytest.mark.parametrize(
     "change",
-    ["generation.steps", "generation.height", "delta.scale", "model file changed in place"],
+    [
+        "generation.steps",
+        "generation.height",
+        "delta.scale",
+        "ffhq.count",  # another FFHQ subset: another Δ
+        "model file changed in place",
+    ],
 )
 def test_a_setting_that_changes_pixels_remakes_every_image(run, tmp_path, change):
     workdir = copy_run(run, tmp_path / "changed")
@@ -592,7 +598,12 @@ def test_a_setting_that_changes_pixels_remakes_every_image(run, tmp_path, change
         write_vae(vae, seed=7)  # other weights, same path
         shutil.rmtree(workdir / "results/logs/generate")
     else:
-        new = {"generation.steps": 5, "generation.height": 56, "delta.scale": 0.5}[change]
+        new = {
+            "generation.steps": 5,
+            "generation.height": 56,
+            "delta.scale": 0.5,
+            "ffhq.count": 12,
+        }[change]
         change_config(workdir, change, new)
     snakemake(workdir)
     assert reused_and_made(workdir) == (0, GENERATED)
