@@ -7,6 +7,11 @@ projection: ArcFace -> CLIP prompt embeddings per second (tiny encoder, CPU)
 generation: seconds per image with the tiny UNet/VAE (CPU), at the demo's and SD's sizes
 dryrun:     `snakemake -n` on 20,000 identities x 20 images in 200 shards (synthetic root)
 aggregate:  aggregation of 400,000 manifest rows (wall time and peak memory)
+
+Generation on a real GPU with the real models: run one shard first, exactly one generation job
+and what it needs (README, "Sizing shards"):
+    snakemake --profile slurm --configfile my.yaml results/shards/0/manifest.parquet
+then divide the seconds in results/benchmarks/generate/0.tsv by the shard's images.
 """
 
 from __future__ import annotations
@@ -105,7 +110,7 @@ def bench_dryrun(folder: Path, demo: Path) -> None:
     config.update(demo=None, results=str(folder / "results"))
     config["digiface"].update(root=str(root), selection={"mode": "range", "start": 0})
     config["digiface"]["identities_per_embed_shard"] = 1000
-    config["ffhq"].update(count=5000, images_per_embed_shard=1000)
+    config["ffhq"].update(count=None, images_per_embed_shard=1000)  # the demo's 24
     config["plan"].update(images_per_identity=20, identities_per_shard=100)
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     command = [
@@ -161,6 +166,7 @@ def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> lis
                 "det_score": pa.array(rng.random(rows), pa.float32()),
                 "cos_prototype": pa.array(rng.random(rows), pa.float32()),
                 "cos_condition": pa.array(rng.random(rows), pa.float32()),
+                "image_key": [f"{shard}-{k}" for k in range(rows)],
             }
         )
         path = results / "shards" / str(shard) / "manifest.parquet"

@@ -36,8 +36,8 @@ FAST = {
 }
 
 
-def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True):
-    command = [
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -51,8 +51,15 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = 
         "2",
         *args,
     ]
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True):
     result = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
+        snakemake_command(workdir, *args),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=900,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
@@ -507,20 +514,9 @@ def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
 
     workdir = copy_run(run, tmp_path / "interrupted")
     remove_generation(workdir)
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        snakemake_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 300
     while not list((workdir / "results/shards").glob("*/raw/*/*.png")):
         assert process.poll() is None and time.monotonic() < deadline, "no image was written"
