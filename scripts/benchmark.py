@@ -1,12 +1,14 @@
 """Benchmarks of the issues' targets; prints what it measured. Not a test: machines are noisy.
 
-    python scripts/benchmark.py [--only face,projection,generation,dryrun,aggregate]
+    python scripts/benchmark.py [--only face,projection,generation,dryrun,aggregate,leakage]
 
 face:       decode + detect + align + embed per image (tiny ONNX models, CPU)
 projection: ArcFace -> CLIP prompt embeddings per second (tiny encoder, CPU)
 generation: seconds per image with the tiny UNet/VAE (CPU), at the demo's and SD's sizes
 dryrun:     `snakemake -n` on 20,000 identities x 20 images in 200 shards (synthetic root)
 aggregate:  aggregation of 400,000 manifest rows (wall time and peak memory)
+leakage:    nearest-gallery search (digi2real.evaluation.nearest), 40,000 images against
+            70,000 gallery embeddings: seconds per 10^9 pairs, and what 400,000 images take
 
 Generation on a real GPU with the real models: run one shard first, exactly one generation job
 and what it needs (README, "Sizing shards"):
@@ -198,11 +200,29 @@ def aggregate_child(folder: Path) -> None:
     )
 
 
+def bench_leakage() -> None:
+    from digi2real.evaluation import nearest, unit
+
+    rng = np.random.default_rng(0)
+    queries = unit(rng.normal(size=(40_000, 512)).astype(np.float32))
+    gallery = unit(rng.normal(size=(70_000, 512)).astype(np.float32))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    seconds = timed(lambda: nearest(queries, gallery), repeat=1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    per_billion = seconds / (len(queries) * len(gallery) / 1e9)
+    print(
+        f"nearest gallery face, 40,000 x 70,000 pairs: {seconds:.1f} s, {per_billion:.2f} s per "
+        f"10^9 pairs, peak RSS {peak:.0f} MB ({before:.0f} MB before); at that rate 400,000 "
+        f"images take {per_billion * 28:.0f} s against 70,000 and {per_billion * 200:.0f} s "
+        "against a 500,000-image gallery"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--only", default="face,projection,generation,dryrun,aggregate")
+    parser.add_argument("--only", default="face,projection,generation,dryrun,aggregate,leakage")
     parser.add_argument("--aggregate-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.aggregate_child:
@@ -221,6 +241,7 @@ def main() -> None:
             "generation": lambda: bench_generation(demo),
             "dryrun": lambda: bench_dryrun(folder / "dryrun", demo),
             "aggregate": lambda: bench_aggregate(folder),
+            "leakage": bench_leakage,
         }
         for name, bench in benches.items():
             if name in wanted:
