@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real import layout, models
-from digi2real.config import Config, resolve_path
+from digi2real.config import FACE_SECTIONS, Config, resolve_path
 from digi2real.errors import ConfigError, DataError
-
-FACE_SECTIONS = ("digiface", "ffhq", "quality")
 
 
 def preflight(config: Config) -> list[str]:
