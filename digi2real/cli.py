@@ -111,6 +111,7 @@ def cmd_aggregate(args) -> int:
         [Path(p) for p in args.manifests],
         Path(args.out),
         Path(args.dataset),
+        Path(args.embeddings),
     )
     return 0
 
@@ -187,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="results folder the manifests lie in")
     p.add_argument("--out", required=True, help="manifest.parquet to write")
     p.add_argument("--dataset", required=True, help="dataset folder to write")
+    p.add_argument("--embeddings", required=True, help="embeddings/generated.h5 to write")
     p.add_argument("manifests", nargs="+", help="shard manifests")
 
     p = command("report", cmd_report, "the dataset card and a sample grid")

@@ -27,6 +27,7 @@ class FaceResult:
     embedding: np.ndarray | None = None  # (512,) float32, unit norm, only when status is OK
     det_score: float = math.nan
     aligned: np.ndarray | None = None  # (112, 112, 3) BGR uint8, when a face was found
+    landmarks: np.ndarray | None = None  # (5, 2) float32 pixels of the input image, if detected
 
 
 class UnreadableImage(Exception):
@@ -109,7 +110,11 @@ class FacePipeline:
             # insightface calls a scikit-image API that newer releases deprecate; not ours to fix.
             warnings.simplefilter("ignore", FutureWarning)
             aligned = face_align.norm_crop(image, landmark=landmarks[0], image_size=ALIGNED_SIZE)
-        return FaceResult(Status.OK, det_score=float(boxes[0, 4]), aligned=aligned)
+        # Landmarks in the pixels of the image as given, the detection border taken off.
+        keypoints = (landmarks[0] - (border if self.pad > 0 else 0)).astype(np.float32)
+        return FaceResult(
+            Status.OK, det_score=float(boxes[0, 4]), aligned=aligned, landmarks=keypoints
+        )
 
     def embed_aligned(self, results: list[FaceResult]) -> None:
         """Fill the embedding of each OK result, in recognizer batches of `batch_size`."""

@@ -334,6 +334,50 @@ def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
     return pa.concat_tables(tables)
 
 
+# --- embeddings of the generated images ------------------------------------------------------
+
+
+EMBEDDINGS = "embeddings.h5"  # a shard's, beside its manifest
+
+
+@dataclass
+class GeneratedEmbeddings:
+    """The ArcFace embedding and five landmarks of every generated image with a face."""
+
+    identity: list[str]
+    image_index: np.ndarray  # (N,) int32
+    embedding: np.ndarray  # (N, 512) float32, unit norm
+    landmarks: np.ndarray  # (N, 5, 2) float32, pixels of the generated image; NaN if prealigned
+    passed: np.ndarray | None = None  # (N,) bool: in the dataset; aggregated file only
+
+    def __len__(self) -> int:
+        return len(self.identity)
+
+
+def write_generated_embeddings(path: Path, table: GeneratedEmbeddings) -> None:
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        file.create_dataset("identity", data=table.identity, dtype=STRING)
+        file.create_dataset("image_index", data=np.asarray(table.image_index, np.int32))
+        file.create_dataset("embedding", data=table.embedding.astype(np.float32).reshape(-1, 512))
+        file.create_dataset("landmarks", data=table.landmarks.astype(np.float32).reshape(-1, 5, 2))
+        if table.passed is not None:
+            file.create_dataset("passed", data=np.asarray(table.passed, bool))
+
+
+def read_generated_embeddings(path: Path) -> GeneratedEmbeddings:
+    with open_h5(path, "a generated-embeddings file") as file:
+        missing = {"identity", "image_index", "embedding", "landmarks"} - set(file)
+        if missing:
+            raise DataError(f"{path}: not a generated-embeddings file, lacks {sorted(missing)}")
+        return GeneratedEmbeddings(
+            identity=read_strings(file["identity"]),
+            image_index=file["image_index"][()],
+            embedding=file["embedding"][()],
+            landmarks=file["landmarks"][()],
+            passed=file["passed"][()] if "passed" in file else None,
+        )
+
+
 # --- a shard's image records ---------------------------------------------------------------
 
 RECORDS = "records.jsonl"

@@ -20,6 +20,7 @@ from digi2real.faces import FacePipeline, FaceResult, read_image
 from digi2real.formats import (
     MANIFEST_COLUMNS,
     MANIFEST_SCHEMA,
+    GeneratedEmbeddings,
     ShardPlan,
     aligned_path,
     append_record,
@@ -186,6 +187,24 @@ def check_images(
                 save_png(result.aligned[..., ::-1], shard_dir / aligned_path(identity, index))
         progress.advance(len(batch))
     return results
+
+
+def checked_embeddings(plan: ShardPlan, results: list[FaceResult]) -> GeneratedEmbeddings:
+    """The embedding and landmarks of every image of the shard whose check found a face."""
+    rows = [i for i, result in enumerate(results) if result.embedding is not None]
+    no_landmarks = np.full((5, 2), np.nan, np.float32)
+    return GeneratedEmbeddings(
+        identity=[plan.image_identity[i] for i in rows],
+        image_index=np.asarray([plan.image_index[i] for i in rows], np.int32),
+        embedding=np.asarray([results[i].embedding for i in rows], np.float32).reshape(-1, 512),
+        landmarks=np.asarray(
+            [
+                results[i].landmarks if results[i].landmarks is not None else no_landmarks
+                for i in rows
+            ],
+            np.float32,
+        ).reshape(-1, 5, 2),
+    )
 
 
 def _read_or_error(path: Path) -> np.ndarray | Exception:

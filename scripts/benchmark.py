@@ -142,7 +142,12 @@ def bench_aggregate(folder: Path) -> None:
 def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> list[Path]:
     import pyarrow as pa
 
-    from digi2real.formats import write_manifest
+    from digi2real.formats import (
+        EMBEDDINGS,
+        GeneratedEmbeddings,
+        write_generated_embeddings,
+        write_manifest,
+    )
 
     rng = np.random.default_rng(0)
     manifests = []
@@ -173,6 +178,17 @@ def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> lis
         )
         path = results / "shards" / str(shard) / "manifest.parquet"
         write_manifest(table, path)
+        faces = np.flatnonzero(ok)
+        embedding = rng.normal(size=(len(faces), 512)).astype(np.float32)
+        write_generated_embeddings(
+            path.parent / EMBEDDINGS,
+            GeneratedEmbeddings(
+                identity=[identity[k] for k in faces],
+                image_index=np.asarray([index[k] for k in faces], np.int32),
+                embedding=embedding / np.linalg.norm(embedding, axis=1, keepdims=True),
+                landmarks=np.zeros((len(faces), 5, 2), np.float32),
+            ),
+        )
         for i, k, o in zip(identity, index, ok, strict=True):
             if o:
                 (path.parent / "aligned" / i).mkdir(parents=True, exist_ok=True)
@@ -191,7 +207,14 @@ def aggregate_child(folder: Path) -> None:
     config = {
         "quality": {"min_det_score": 0.5, "min_cos_prototype": 0.0, "min_images_per_identity": 1}
     }
-    aggregate.run(config, results, manifests, results / "manifest.parquet", results / "dataset")
+    aggregate.run(
+        config,
+        results,
+        manifests,
+        results / "manifest.parquet",
+        results / "dataset",
+        results / "generated.h5",
+    )
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(

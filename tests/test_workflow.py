@@ -183,6 +183,38 @@ def test_embeddings_contract_and_bad_inputs(run):
     assert sum(s == 0 for s in ffhq.values()) == len(ffhq) - 2
 
 
+def test_generated_embeddings_contract(run):
+    """Every generated image with a face, in the manifest's order of shards, unit norm, its
+    cosine to its prototype the manifest's, `passed` as the manifest says."""
+    rows = {
+        (r["identity"], r["image_index"]): r for r in read_table(run / "results/manifest.parquet")
+    }
+    prototypes = {}
+    for plan in (run / "results/plan").glob("*.h5"):
+        with h5py.File(plan) as file:
+            names = [n.decode() for n in file["identities/identity"][()]]
+            prototypes.update(zip(names, file["identities/prototype"][()], strict=True))
+    with h5py.File(run / "results/embeddings/generated.h5") as file:
+        identity = [i.decode() for i in file["identity"][()]]
+        image_index = file["image_index"][()].tolist()
+        embedding, landmarks = file["embedding"][()], file["landmarks"][()]
+        passed = file["passed"][()]
+    keys = list(zip(identity, image_index, strict=True))
+    assert sorted(keys) == sorted(k for k, r in rows.items() if r["status"] == "ok")
+    assert embedding.dtype == np.float32 and embedding.shape == (len(keys), 512)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
+    for k, key in enumerate(keys):
+        assert passed[k] == rows[key]["passed"], key
+        cosine = float(embedding[k] @ prototypes[key[0]])
+        assert cosine == pytest.approx(rows[key]["cos_prototype"], abs=1e-5), key
+    size = FAST["generation.height"]
+    assert landmarks.shape == (len(keys), 5, 2)
+    assert np.all((landmarks >= 0) & (landmarks <= size)), "landmarks inside the 64x64 images"
+    # The eyes (points 0 and 1) above the mouth corners (3 and 4), left eye left of the right.
+    assert np.all(landmarks[:, :2, 1].max(axis=1) < landmarks[:, 3:, 1].min(axis=1))
+    assert np.all(landmarks[:, 0, 0] < landmarks[:, 1, 0])
+
+
 def test_delta_contract(run):
     with h5py.File(run / "results/delta.h5") as file:
         assert file["delta"].shape == (77, 576) and file["delta"].dtype == np.float32

@@ -17,11 +17,51 @@ CONFIG_KEYS = [
 ]
 
 
-def run(config: Config, results: Path, manifests: list[Path], out: Path, dataset: Path) -> None:
-    """Shard `manifests` (under `results`) -> the manifest `out` and the `dataset` folder."""
+def run(
+    config: Config,
+    results: Path,
+    manifests: list[Path],
+    out: Path,
+    dataset: Path,
+    embeddings: Path,
+) -> None:
+    """Shard `manifests` (under `results`) -> the manifest `out`, the `dataset` folder and the
+    `embeddings` of every generated image with a face, marked passed or not."""
+    import numpy as np
+
     from digi2real.dataset import Thresholds, apply_filter
-    from digi2real.formats import read_shard_manifests, write_dataset, write_manifest
+    from digi2real.formats import (
+        EMBEDDINGS,
+        GeneratedEmbeddings,
+        read_generated_embeddings,
+        read_shard_manifests,
+        write_dataset,
+        write_generated_embeddings,
+        write_manifest,
+    )
 
     table = apply_filter(read_shard_manifests(manifests, results), Thresholds.from_config(config))
+    shards = [read_generated_embeddings(manifest.parent / EMBEDDINGS) for manifest in manifests]
+    passed = set(
+        zip(
+            table.filter(table.column("passed")).column("identity").to_pylist(),
+            table.filter(table.column("passed")).column("image_index").to_pylist(),
+            strict=True,
+        )
+    )
+    identity = [name for shard in shards for name in shard.identity]
+    image_index = np.concatenate([shard.image_index for shard in shards])
+    write_generated_embeddings(
+        embeddings,
+        GeneratedEmbeddings(
+            identity=identity,
+            image_index=image_index,
+            embedding=np.concatenate([shard.embedding for shard in shards]),
+            landmarks=np.concatenate([shard.landmarks for shard in shards]),
+            passed=np.array(
+                [key in passed for key in zip(identity, image_index.tolist(), strict=True)], bool
+            ),
+        ),
+    )
     write_dataset(table, results, dataset)
     write_manifest(table, out)

@@ -19,7 +19,14 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     the model hashes of `models_path` in each image's key; returns the process exit code."""
     from digi2real.errors import DataError
     from digi2real.faces import face_pipeline_from_config
-    from digi2real.formats import read_delta, read_model_hashes, read_plan, write_manifest
+    from digi2real.formats import (
+        EMBEDDINGS,
+        read_delta,
+        read_model_hashes,
+        read_plan,
+        write_generated_embeddings,
+        write_manifest,
+    )
     from digi2real.generation import (
         Arc2FaceGenerator,
         GenerationSettings,
@@ -30,6 +37,7 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     from digi2real.shards import (
         StopFlag,
         check_images,
+        checked_embeddings,
         generate_missing,
         image_key,
         manifest_table,
@@ -72,8 +80,9 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     # 3. Check every image: detect, align, embed.
     faces = face_pipeline_from_config(config, "quality")
     results = check_images(faces, plan, shard_dir, failures)
-    # 4. Commit: the manifest, last.
+    # 4. Commit: the embeddings of the checked images, then the manifest, last.
     faults.before_commit()
+    write_generated_embeddings(shard_dir / EMBEDDINGS, checked_embeddings(plan, results))
     images_per_identity = config["plan"]["images_per_identity"]
     write_manifest(manifest_table(plan, results, keys, images_per_identity), out)
     log.info("shard %d: committed %s", plan.shard, out)

@@ -5,6 +5,7 @@ rule aggregate:
         manifest=results("manifest.parquet"),
         csv=results("manifest.csv"),
         dataset=directory(results("dataset")),
+        embeddings=results("embeddings/generated.h5"),
     log:
         results("logs/aggregate.log"),
     benchmark:
@@ -21,4 +22,5 @@ rule aggregate:
         results=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "python -m digi2real aggregate --config {params.config:q} --results {params.results}"
-        " --out {output.manifest} --dataset {output.dataset} {input} > {log} 2>&1"
+        " --out {output.manifest} --dataset {output.dataset} --embeddings {output.embeddings}"
+        " {input} > {log} 2>&1"
