@@ -97,6 +97,7 @@ class FacePipeline:
                     image, (ALIGNED_SIZE, ALIGNED_SIZE), interpolation=cv2.INTER_AREA
                 )
             return FaceResult(Status.OK, aligned=image)
+        border = 0
         if self.pad > 0:
             # Tight crops (DigiFace, FFHQ) lose their face at large det_size; a border restores it.
             border = int(round(self.pad * max(image.shape[:2])))
@@ -111,7 +112,7 @@ class FacePipeline:
             warnings.simplefilter("ignore", FutureWarning)
             aligned = face_align.norm_crop(image, landmark=landmarks[0], image_size=ALIGNED_SIZE)
         # Landmarks in the pixels of the image as given, the detection border taken off.
-        keypoints = (landmarks[0] - (border if self.pad > 0 else 0)).astype(np.float32)
+        keypoints = (landmarks[0] - border).astype(np.float32)
         return FaceResult(
             Status.OK, det_score=float(boxes[0, 4]), aligned=aligned, landmarks=keypoints
         )

@@ -16,7 +16,13 @@ import numpy as np
 from digi2real.config import Config
 from digi2real.errors import ConfigError, DataError
 from digi2real.formats import Index
-from digi2real.layout import ffhq_image_files, identity_folders, is_image, natural_key
+from digi2real.layout import (
+    ffhq_image_files,
+    identity_folders,
+    is_image,
+    listed_identities,
+    natural_key,
+)
 from digi2real.planning import stable_seed
 
 
@@ -27,18 +33,7 @@ def select_identities(selection: dict, available: list[str]) -> list[str]:
         start, count = selection["start"], selection["count"]
         chosen = available[start : None if count is None else start + count]
     elif mode == "list":
-        list_file = Path(selection["file"]).expanduser()
-        if not list_file.is_file():
-            raise ConfigError(f"config key digiface.selection.file: {list_file} does not exist")
-        wanted = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-        known = set(available)
-        unknown = [name for name in wanted if name not in known]
-        if unknown:
-            raise DataError(
-                f"{list_file}: {len(unknown)} identities not under digiface.root, "
-                f"e.g. {unknown[:3]}"
-            )
-        chosen = list(dict.fromkeys(wanted))
+        chosen = listed_identities(Path(selection["file"]).expanduser(), set(available))
     else:  # random; the schema admits no other mode
         count = selection["count"]
         if count > len(available):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Collection
 from pathlib import Path
 
-from digi2real.errors import DataError
+from digi2real.errors import ConfigError, DataError
 
 # The one list of image suffixes, compared case-insensitively (FFHQ as .JPG counts too).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -66,14 +67,28 @@ def _part_members(folder: Path) -> list[tuple[str, str]]:
     return [(e.name, f"{folder.name}/{e.name}") for e in listed if e.is_dir()]
 
 
+def listed_identities(list_file: Path, available: Collection[str] | None = None) -> list[str]:
+    """The subject ids of a `digiface.selection.file`, one a line, in order, each once; with
+    `available`, an error naming those that are not there."""
+    if not list_file.is_file():
+        raise ConfigError(f"config key digiface.selection.file: {list_file} does not exist")
+    lines = list_file.read_text().splitlines()
+    wanted = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+    unknown = [name for name in wanted if available is not None and name not in available]
+    if unknown:
+        raise DataError(
+            f"{list_file}: {len(unknown)} identities not under digiface.root, e.g. {unknown[:3]}"
+        )
+    return wanted
+
+
 def count_selected_identities(config: dict) -> int:
     """How many identities the resolved config selects; lists the root only when it must."""
     selection = config["digiface"]["selection"]
     if selection["mode"] == "random":
         return int(selection["count"])
     if selection["mode"] == "list":
-        lines = Path(selection["file"]).read_text().splitlines()
-        return len(dict.fromkeys(line.strip() for line in lines if line.strip()))
+        return len(listed_identities(Path(selection["file"]).expanduser()))
     if selection["count"] is not None:
         # Known without listing a folder of 100,000 subjects; shards past the end are empty.
         return int(selection["count"])

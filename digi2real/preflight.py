@@ -14,14 +14,17 @@ from digi2real.config import FACE_SECTIONS, Config, resolve_path
 from digi2real.errors import ConfigError, DataError
 
 
+def built_by_the_demo(config: Config, path: Path) -> bool:
+    """Whether `path` is in the folder the embedded demo builds (not there before its job)."""
+    if not config["demo"]:
+        return False
+    demo = Path(config["demo"]).absolute()
+    return demo in (path.absolute(), *path.absolute().parents)
+
+
 def preflight(config: Config) -> list[str]:
     """Raise the first problem of a resolved config; return what a person should see (the
     counts found where the config says "all")."""
-    demo = Path(config["demo"]) if config["demo"] else None
-
-    def built_by_the_demo(path: Path) -> bool:  # not there yet: the first job builds it
-        return demo is not None and demo.absolute() in (path.absolute(), *path.absolute().parents)
-
     needed = [*models.GENERATION_MODELS, models.ARCFACE]
     if any(not config[section]["face"]["prealigned"] for section in FACE_SECTIONS):
         needed.append(models.DETECTOR)
@@ -29,14 +32,14 @@ def preflight(config: Config) -> list[str]:
         needed.append(models.LCM_LORA)
     for spec in needed:
         path = resolve_path(config, spec.key)
-        if path is not None and not built_by_the_demo(path):
+        if path is not None and not built_by_the_demo(config, path):
             models.model_path(config, spec)
     said = []
     digiface_root = Path(config["digiface"]["root"]).expanduser()
-    if not built_by_the_demo(digiface_root):
+    if not built_by_the_demo(config, digiface_root):
         said.append(_check_selection(config["digiface"]["selection"], digiface_root))
     ffhq_root = Path(config["ffhq"]["root"]).expanduser()
-    if not built_by_the_demo(ffhq_root):
+    if not built_by_the_demo(config, ffhq_root):
         said.append(_check_ffhq(config["ffhq"]["count"], ffhq_root))
     return said
 
@@ -46,16 +49,8 @@ def _check_selection(selection: dict, root: Path) -> str:
     mode, count = selection["mode"], selection["count"]
     if mode == "list":
         list_file = Path(selection["file"]).expanduser()
-        if not list_file.is_file():
-            raise ConfigError(f"config key digiface.selection.file: {list_file} does not exist")
-        wanted = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-        unknown = [name for name in wanted if name not in available]
-        if unknown:
-            raise DataError(
-                f"{list_file}: {len(unknown)} identities not under digiface.root {root}, "
-                f"e.g. {unknown[:3]}"
-            )
-        return f"digiface: {len(dict.fromkeys(wanted))} identities listed in {list_file}"
+        wanted = layout.listed_identities(list_file, available)
+        return f"digiface: {len(wanted)} identities listed in {list_file}"
     if mode == "random":
         if count > len(available):
             raise ConfigError(

@@ -42,11 +42,10 @@ def run(
 
     table = apply_filter(read_shard_manifests(manifests, results), Thresholds.from_config(config))
     shards = [read_generated_embeddings(manifest.parent / EMBEDDINGS) for manifest in manifests]
+    kept = table.filter(table.column("passed"))
     passed = set(
         zip(
-            table.filter(table.column("passed")).column("identity").to_pylist(),
-            table.filter(table.column("passed")).column("image_index").to_pylist(),
-            strict=True,
+            kept.column("identity").to_pylist(), kept.column("image_index").to_pylist(), strict=True
         )
     )
     identity = [name for shard in shards for name in shard.identity]

@@ -12,7 +12,7 @@ sys.path.insert(
 from snakemake.exceptions import WorkflowError
 
 from digi2real import layout
-from digi2real.preflight import preflight
+from digi2real.preflight import built_by_the_demo, preflight
 from digi2real.config import config_slice, read_config_file, resolve_config, stage_keys
 from digi2real.errors import Digi2RealError
 import digi2real.stages.aggregate
@@ -121,10 +121,7 @@ def model_files(wildcards):
         path = Path(value).expanduser() if value else None
         if path is None:
             continue
-        if (
-            config["demo"]
-            and Path(config["demo"]).absolute() in path.absolute().parents
-        ):
+        if built_by_the_demo(config, path):
             files += demo_assets(wildcards)
         elif path.is_dir():
             files += sorted(str(p) for p in path.rglob("*") if p.is_file())
