@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from digi2real.pose import pose_spread
+
 # Cosine thresholds: 0.3 is DCFace's (an IR101 model at FMR 1e-4), 0.4 Vec2Face's.
 THRESHOLDS = (0.3, 0.4, 0.5)
 FMR_TARGETS = (1e-2, 1e-3, 1e-4)
@@ -62,6 +64,7 @@ class Uniqueness:
     identities: int
     colliding_pairs: int  # identity pairs with centre cosine >= threshold
     top_pairs: list[tuple[str, str, float]]  # the most similar colliding pairs, highest first
+    is_kept: np.ndarray  # (identities,) bool: kept by the greedy pass
 
     @property
     def u_class(self) -> float:
@@ -94,6 +97,7 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
         identities=len(names),
         colliding_pairs=colliding,
         top_pairs=[(names[a], names[b], round(score, 6)) for score, a, b in pairs],
+        is_kept=is_kept,
     )
 
 
@@ -135,7 +139,12 @@ def impostor_scores(
     first, second = rng.integers(0, n, sample), rng.integers(0, n, sample)
     different = index[first] != index[second]
     first, second = first[different], second[different]
-    return np.einsum("ij,ij->i", embeddings[first], embeddings[second])
+    # In chunks: 2,000,000 pairs of gathered rows at once would be 8 GB.
+    scores = np.empty(len(first), np.float32)
+    for start in range(0, len(first), BLOCK_ROWS * 16):
+        chunk = slice(start, start + BLOCK_ROWS * 16)
+        scores[chunk] = np.einsum("ij,ij->i", embeddings[first[chunk]], embeddings[second[chunk]])
+    return scores
 
 
 def error_rates(
@@ -172,21 +181,37 @@ def fisher_discriminant_ratio(genuine: np.ndarray, impostor: np.ndarray) -> floa
     return float((g.mean() - i.mean()) ** 2 / (g.var() + i.var()))
 
 
-def verification(embeddings: np.ndarray, labels: list[str], seed: int = 0) -> dict:
+def verification(
+    embeddings: np.ndarray,
+    labels: list[str],
+    seed: int = 0,
+    exhaustive_up_to: int = 20_000,
+    sample: int = 2_000_000,
+) -> dict:
+    """Verification on the set itself: EER, FNMR at FMR_TARGETS, FDR, the score means and their
+    histograms (genuine: every same-identity pair; impostor: see impostor_scores)."""
     genuine = genuine_scores(embeddings, labels)
-    impostor = impostor_scores(embeddings, labels, seed=seed)
-    if not len(genuine) or not len(impostor):
-        return {"genuine_pairs": len(genuine), "impostor_pairs": len(impostor), "eer": None}
-    eer, threshold = equal_error_rate(genuine, impostor)
-    return {
+    impostor = impostor_scores(embeddings, labels, exhaustive_up_to, sample, seed)
+    counts = {
         "genuine_pairs": len(genuine),
         "impostor_pairs": len(impostor),
+        "impostor_pairs_sampled": len(labels) > exhaustive_up_to,
+    }
+    if not len(genuine) or not len(impostor):
+        return {**counts, "eer": None}
+    eer, threshold = equal_error_rate(genuine, impostor)
+    return {
+        **counts,
         "genuine_mean": float(genuine.mean()),
         "impostor_mean": float(impostor.mean()),
         "eer": eer,
         "eer_threshold": threshold,
         "fnmr_at_fmr": {str(t): fnmr_at_fmr(genuine, impostor, t) for t in FMR_TARGETS},
         "fdr": fisher_discriminant_ratio(genuine, impostor),
+        "genuine_percentiles": percentiles(genuine),
+        "impostor_percentiles": percentiles(impostor),
+        "genuine_histogram": histogram(genuine),
+        "impostor_histogram": histogram(impostor),
     }
 
 
@@ -215,3 +240,277 @@ def leakage_summary(nearest_cosines: np.ndarray) -> dict:
         "share_at_0.4": float(np.mean(values >= 0.4)),
         "share_at_0.5": float(np.mean(values >= 0.5)),
     }
+
+
+def nearest_other(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row, the cosine to the most similar *other* row and that row's position
+    (-inf and -1 when there is no other row)."""
+    best = np.full(len(centres), -np.inf, np.float32)
+    where = np.full(len(centres), -1, np.int64)
+    if len(centres) < 2:
+        return best, where
+    for start in range(0, len(centres), BLOCK_ROWS):
+        similar = centres[start : start + BLOCK_ROWS] @ centres.T
+        rows = np.arange(len(similar))
+        similar[rows, start + rows] = -np.inf
+        where[start : start + BLOCK_ROWS] = similar.argmax(axis=1)
+        best[start : start + BLOCK_ROWS] = similar.max(axis=1)
+    return best, where
+
+
+# --- distributions, for the report's plots -----------------------------------------------------
+
+HISTOGRAM_BINS = 200  # over cosines [-1, 1]: 0.01 wide
+
+
+def histogram(values: np.ndarray) -> dict:
+    """Counts of cosines in HISTOGRAM_BINS equal bins over [-1, 1]; values outside are clipped."""
+    counts, _ = np.histogram(np.clip(values, -1, 1), bins=HISTOGRAM_BINS, range=(-1.0, 1.0))
+    return {"low": -1.0, "high": 1.0, "counts": counts.tolist()}
+
+
+def percentiles(values: np.ndarray, points: tuple[int, ...] = (1, 5, 25, 50, 75, 95, 99)) -> dict:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return {f"p{q}": None for q in points}
+    return {f"p{q}": float(np.percentile(values, q)) for q in points}
+
+
+# --- a whole dataset, and its sources -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """`evaluation:` and `seed` of a resolved config (no defaults here: the schema's)."""
+
+    leak_threshold: float
+    collision_threshold: float
+    top_pairs: int
+    exhaustive_impostors_up_to: int
+    impostor_sample: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, config) -> EvaluationSettings:
+        evaluation = config["evaluation"]
+        return cls(
+            leak_threshold=float(evaluation["leak_threshold"]),
+            collision_threshold=float(evaluation["collision_threshold"]),
+            top_pairs=evaluation["top_pairs"],
+            exhaustive_impostors_up_to=evaluation["exhaustive_impostors_up_to"],
+            impostor_sample=evaluation["impostor_sample"],
+            seed=config["seed"],
+        )
+
+
+@dataclass
+class Gallery:
+    """Real faces to search for leaks: unit embeddings and where each came from."""
+
+    embedding: np.ndarray  # (M, 512) float32, unit norm
+    label: list[str]  # e.g. "ffhq:00000/00012.png"
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+Columns = dict[str, list]  # a table, column by column; the stage writes it as Parquet
+
+
+def _nearest_real(queries: np.ndarray, gallery: Gallery) -> tuple[np.ndarray, list[str]]:
+    if not len(gallery) or not len(queries):
+        return np.full(len(queries), np.nan, np.float32), [""] * len(queries)
+    cosines, where = nearest(queries, gallery.embedding)
+    return cosines, [gallery.label[k] for k in where]
+
+
+def _pair_table(top_pairs: list[tuple[str, str, float]]) -> Columns:
+    return {
+        "identity_a": [a for a, _, _ in top_pairs],
+        "identity_b": [b for _, b, _ in top_pairs],
+        "cosine": [score for _, _, score in top_pairs],
+    }
+
+
+def _identity_pairs(names: list[str], centres: np.ndarray, settings: EvaluationSettings):
+    """Uniqueness at each threshold, each identity's nearest other identity, and the table of
+    the most similar pairs (every pair at or above the lowest threshold, the top ones listed)."""
+    at = {s: uniqueness(names, centres, s, settings.top_pairs) for s in THRESHOLDS}
+    lowest = min((*THRESHOLDS, settings.collision_threshold))
+    pairs = at[lowest] if lowest in at else uniqueness(names, centres, lowest, settings.top_pairs)
+    closest, where = nearest_other(centres)
+    summary = {
+        str(s): {
+            "kept": u.kept,
+            "identities": u.identities,
+            "u_class": u.u_class if u.identities else None,
+            "colliding_pairs": u.colliding_pairs,
+        }
+        for s, u in at.items()
+    }
+    collisions = closest >= settings.collision_threshold
+    summary["flag_threshold"] = settings.collision_threshold
+    flag = settings.collision_threshold
+    summary["flagged_pairs"] = (at.get(flag) or uniqueness(names, centres, flag, 1)).colliding_pairs
+    summary["flagged_identities"] = int(collisions.sum())
+    columns = {
+        "nearest_identity": [names[k] if k >= 0 else "" for k in where],
+        "nearest_identity_cos": np.where(np.isfinite(closest), closest, np.nan).tolist(),
+        "collision": collisions.tolist(),
+        **{f"kept_at_{s}": u.is_kept.tolist() for s, u in at.items()},
+    }
+    return summary, columns, _pair_table(pairs.top_pairs)
+
+
+def _leakage(
+    cosines: np.ndarray, flagged_names: list[str], settings: EvaluationSettings
+) -> dict | None:
+    finite = cosines[np.isfinite(cosines)]
+    if not finite.size:
+        return None
+    return {
+        **leakage_summary(finite),
+        "flag_threshold": settings.leak_threshold,
+        "flagged": len(flagged_names),
+        "flagged_identities": flagged_names[:100],
+    }
+
+
+def evaluate_sources(
+    names: list[str],
+    prototypes: np.ndarray,
+    considered: np.ndarray,
+    gallery: Gallery,
+    settings: EvaluationSettings,
+) -> tuple[dict, Columns, Columns]:
+    """The DigiFace identities the run planned from: their prototypes against the real gallery
+    and against each other, so that a leak or a collision in the generated set can be traced to
+    the rendered identity itself. Only the `considered` identities count (those with a
+    prototype: the plan's gates may have dropped them, too few usable images cannot)."""
+    names = [name for name, keep in zip(names, considered, strict=True) if keep]
+    prototypes = unit(prototypes[considered])
+    summary, columns, pairs = _identity_pairs(names, prototypes, settings)
+    real, real_label = _nearest_real(prototypes, gallery)
+    leak = real >= settings.leak_threshold
+    table = {
+        "identity": names,
+        "nearest_real_cos": real.tolist(),
+        "nearest_real": real_label,
+        "leak": leak.tolist(),
+        **columns,
+    }
+    flagged = [name for name, hit in zip(names, leak, strict=True) if hit]
+    return (
+        {
+            "identities": len(names),
+            "uniqueness": summary,
+            "leakage": _leakage(real, flagged, settings),
+        },
+        table,
+        pairs,
+    )
+
+
+def evaluate_generated(
+    labels: list[str],
+    embeddings: np.ndarray,
+    angles: np.ndarray,
+    gallery: Gallery,
+    settings: EvaluationSettings,
+) -> tuple[dict, Columns, Columns, Columns]:
+    """Every measure of the passed images (`labels`: each image's identity, in manifest order;
+    `angles`: (N, 3) yaw, pitch, roll): the summary, the per-image and per-identity tables and
+    the most similar identity pairs."""
+    embeddings = unit(embeddings)
+    names, centres, index = identity_centres(embeddings, labels)
+    sizes = np.bincount(index, minlength=len(names))
+    to_centre = np.einsum("ij,ij->i", embeddings, centres[index])
+    # A single image is its own centre: its cosine of 1 says nothing about consistency.
+    several = sizes[index] > 1
+    per_identity = np.bincount(index, weights=to_centre, minlength=len(names)) / np.maximum(
+        sizes, 1
+    )
+    per_identity[sizes < 2] = np.nan
+    uniqueness_summary, pair_columns, pairs = _identity_pairs(names, centres, settings)
+    image_real, image_real_label = _nearest_real(embeddings, gallery)
+    centre_real, centre_real_label = _nearest_real(centres, gallery)
+    leak = centre_real >= settings.leak_threshold
+    image_worst = np.full(len(names), np.nan)
+    if len(gallery):
+        np.fmax.at(image_worst, index, image_real)
+    verify = verification(
+        embeddings,
+        labels,
+        settings.seed,
+        settings.exhaustive_impostors_up_to,
+        settings.impostor_sample,
+    )
+    spread = std_per_group(angles, index, len(names))
+    flagged = [name for name, hit in zip(names, leak, strict=True) if hit]
+    leakage = _leakage(centre_real, flagged, settings)
+    if leakage is not None:
+        leakage = {
+            "gallery": len(gallery),
+            "identities": leakage,
+            "images": {**leakage_summary(image_real), "histogram": histogram(image_real)},
+        }
+    summary = {
+        "images": len(labels),
+        "identities": len(names),
+        "single_image_identities": int(np.sum(sizes == 1)),
+        "consistency": {
+            "share_at": {
+                str(s): float(np.mean(to_centre[several] >= s)) if several.any() else None
+                for s in THRESHOLDS
+            },
+            "mean_cos_to_centre": percentiles(per_identity),
+        },
+        "uniqueness": uniqueness_summary,
+        "verification": verify,
+        "leakage": leakage,
+        "diversity": {
+            "pose": pose_spread(angles),
+            "pose_std_per_identity": {
+                axis: percentiles(spread[:, k]) for k, axis in enumerate(("yaw", "pitch", "roll"))
+            },
+            "within_identity_cos": verify.get("genuine_percentiles"),
+        },
+    }
+    images = {
+        "identity": labels,
+        "cos_to_centre": to_centre.tolist(),
+        "nearest_real_cos": image_real.tolist(),
+        "nearest_real": image_real_label,
+        "yaw": angles[:, 0].tolist(),
+        "pitch": angles[:, 1].tolist(),
+        "roll": angles[:, 2].tolist(),
+    }
+    identities = {
+        "identity": names,
+        "images": sizes.tolist(),
+        "mean_cos_to_centre": per_identity.tolist(),
+        "nearest_real_cos": centre_real.tolist(),
+        "nearest_real": centre_real_label,
+        "max_image_nearest_real_cos": image_worst.tolist(),
+        "leak": leak.tolist(),
+        **pair_columns,
+        "yaw_std": spread[:, 0].tolist(),
+        "pitch_std": spread[:, 1].tolist(),
+        "roll_std": spread[:, 2].tolist(),
+    }
+    return summary, images, identities, pairs
+
+
+def std_per_group(values: np.ndarray, group: np.ndarray, groups: int) -> np.ndarray:
+    """(groups, columns) population std of each column's finite values per group; NaN for a
+    group with fewer than two. One pass of bincounts: no loop over groups."""
+    out = np.full((groups, values.shape[1]), np.nan)
+    for column in range(values.shape[1]):
+        finite = np.isfinite(values[:, column])
+        v, g = values[finite, column].astype(np.float64), group[finite]
+        n = np.bincount(g, minlength=groups)
+        mean = np.bincount(g, weights=v, minlength=groups) / np.maximum(n, 1)
+        square = np.bincount(g, weights=(v - mean[g]) ** 2, minlength=groups) / np.maximum(n, 1)
+        out[n > 1, column] = np.sqrt(square[n > 1])
+    return out

@@ -1,6 +1,7 @@
 """The dataset's measures against independent computations: scikit-learn's ROC for EER and FNMR
 at a fixed FMR, cases with known answers, closed forms, and brute force over small sets."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -199,3 +200,323 @@ def test_nearest_real_face_finds_a_planted_near_duplicate(monkeypatch, block):
     assert summary["max"] == pytest.approx(float(best[7]))
     assert summary["share_at_0.5"] == pytest.approx(1 / 20)
     assert summary["p50"] == pytest.approx(float(np.median(best)))
+
+
+# --- nearest other identity, per-group spread, the greedy pass -------------------------------
+
+
+@pytest.mark.parametrize("block", [1, 3, 4, 4096])
+def test_nearest_other_equals_a_brute_force_loop(monkeypatch, block):
+    monkeypatch.setattr(evaluation, "BLOCK_ROWS", block)
+    centres = unit(RNG.normal(size=(10, 512)))
+    centres[8] = unit([centres[2] + 0.3 * unit(RNG.normal(size=(1, 512)))[0]])[0]
+    best, where = evaluation.nearest_other(centres)
+    for i in range(len(centres)):
+        others = [(float(centres[i] @ centres[j]), j) for j in range(len(centres)) if j != i]
+        score, j = max(others)
+        assert where[i] == j
+        assert best[i] == pytest.approx(score, abs=1e-6)
+    # Row 2 and 8 are each other's nearest, across a block boundary when block is 3 or 4.
+    assert where[2] == 8 and where[8] == 2
+
+
+def test_nearest_other_of_one_row_is_none():
+    best, where = evaluation.nearest_other(unit(RNG.normal(size=(1, 512))))
+    assert best.tolist() == [-np.inf] and where.tolist() == [-1]
+    best, where = evaluation.nearest_other(np.zeros((0, 512), np.float32))
+    assert len(best) == 0 and len(where) == 0
+
+
+def test_std_per_group_equals_nanstd_per_group():
+    values = RNG.normal(size=(40, 3)) * [10.0, 5.0, 2.0] + [30.0, -5.0, 1.0]
+    group = RNG.integers(0, 6, 40)
+    group[group == 5] = 4  # group 5 is empty
+    group[:3] = [3, 7, 7]  # group 3 and 7 exist, 7 has two rows
+    group[group == 6] = 0
+    values[RNG.random(values.shape) < 0.2] = np.nan
+    values[1, 0] = np.nan  # group 7's yaw: one finite value only
+    values[group == 3, 1] = np.nan  # no finite pitch in group 3
+    groups = 8
+    out = evaluation.std_per_group(values, group, groups)
+    assert out.shape == (groups, 3)
+    for g in range(groups):
+        for column in range(3):
+            column_values = [
+                v
+                for v, k in zip(values[:, column], group, strict=True)
+                if k == g and np.isfinite(v)
+            ]
+            if len(column_values) < 2:
+                assert np.isnan(out[g, column]), (g, column)
+            else:
+                mean = sum(column_values) / len(column_values)
+                std = np.sqrt(sum((v - mean) ** 2 for v in column_values) / len(column_values))
+                assert out[g, column] == pytest.approx(std, rel=1e-9), (g, column)
+    assert np.isnan(out[5]).all() and np.isnan(out[6]).all() and np.isnan(out[7, 0])
+
+
+def brute_is_kept(centres, threshold):
+    kept = []
+    for i in range(len(centres)):
+        if all(float(centres[i] @ centres[j]) < threshold for j in kept):
+            kept.append(i)
+    return [i in kept for i in range(len(centres))]
+
+
+@pytest.mark.parametrize("block", [1, 7, 4096])
+def test_uniqueness_is_kept_equals_a_brute_force_greedy(monkeypatch, block):
+    monkeypatch.setattr(evaluation, "BLOCK_ROWS", block)
+    shared = unit(RNG.normal(size=(1, 512)))
+    centres = unit(0.6 * shared + 0.4 * unit(RNG.normal(size=(30, 512))))
+    names = [str(k) for k in range(30)]
+    for threshold in (0.3, 0.5, 0.7, 0.8):
+        expected = brute_is_kept(centres, threshold)
+        result = uniqueness(names, centres, threshold)
+        assert result.is_kept.tolist() == expected
+        assert result.kept == sum(expected)
+    names3, chained = chain()
+    assert uniqueness(names3, chained, 0.3).is_kept.tolist() == [True, False, True]
+
+
+# --- verification's distributions --------------------------------------------------------------
+
+
+def test_verification_histograms_count_every_pair():
+    embeddings, labels = image_set(identities=6, per_identity=5)
+    result = evaluation.verification(embeddings, labels)
+    n = len(labels)
+    assert result["genuine_pairs"] == 6 * (5 * 4 // 2)
+    assert result["impostor_pairs"] == n * (n - 1) // 2 - 6 * 10
+    assert result["impostor_pairs_sampled"] is False
+    for kind in ("genuine", "impostor"):
+        counts = result[f"{kind}_histogram"]["counts"]
+        assert len(counts) == evaluation.HISTOGRAM_BINS
+        assert sum(counts) == result[f"{kind}_pairs"]
+    sampled = evaluation.verification(embeddings, labels, exhaustive_up_to=10, sample=300)
+    assert sampled["impostor_pairs_sampled"] is True
+    assert sum(sampled["impostor_histogram"]["counts"]) == sampled["impostor_pairs"] <= 300
+
+
+def test_histogram_bins_by_hand():
+    # Bins 0.01 wide from -1: -1 in bin 0, 0.005 in bin 100, 1 (and beyond, clipped) in the
+    # last, -1.5 clipped into the first.
+    values = np.array([-1.5, -1.0, -0.995, 0.005, 0.015, 0.999, 1.0, 1.2])
+    counts = evaluation.histogram(values)["counts"]
+    expected = [0] * 200
+    for bin_ in (0, 0, 0, 100, 101, 199, 199, 199):
+        expected[bin_] += 1
+    assert counts == expected
+
+
+def test_percentiles_ignore_non_finite_values():
+    values = np.array([np.nan, 1.0, 2.0, 3.0, np.inf, 4.0, 5.0])
+    result = evaluation.percentiles(values, (0, 50, 100))
+    assert result == {"p0": 1.0, "p50": 3.0, "p100": 5.0}
+    assert evaluation.percentiles(np.array([np.nan]), (50,)) == {"p50": None}
+
+
+# --- a whole generated set, with planted leaks and collisions ---------------------------------
+
+SETTINGS = evaluation.EvaluationSettings(
+    leak_threshold=0.5,
+    collision_threshold=0.5,
+    top_pairs=10,
+    exhaustive_impostors_up_to=20_000,
+    impostor_sample=1000,
+    seed=0,
+)
+LEAK, PAIR = "id04", ("id10", "id20")
+
+
+def planted_set(rng=None):
+    """30 identities of 5 images around well-separated centres; id04 near the real face
+    "real:planted" of the gallery; id10 and id20 sharing a centre; "solo" with one image.
+    A few identities are noisy, so that their images fall below 0.5 of their centre."""
+    rng = rng or np.random.default_rng(21)
+    gallery_vectors = unit(rng.normal(size=(201, 512)))
+    gallery_labels = [f"real:{k}" for k in range(200)] + ["real:planted"]
+    centres = unit(rng.normal(size=(30, 512)))
+    centres[4] = unit([gallery_vectors[200] + 0.15 * unit(rng.normal(size=(1, 512)))[0]])[0]
+    centres[20] = unit([centres[10] + 0.1 * unit(rng.normal(size=(1, 512)))[0]])[0]
+    noise = np.full(30, 0.3)
+    noise[[1, 7, 13, 25]] = [2.0, 3.0, 4.0, 6.0]
+    rows, labels = [], []
+    for k in range(30):
+        for _ in range(5):
+            rows.append(centres[k] + noise[k] * unit(rng.normal(size=(1, 512)))[0])
+            labels.append(f"id{k:02d}")
+    # The one-image identity, in the middle of the manifest.
+    rows.insert(40, unit(rng.normal(size=(1, 512)))[0])
+    labels.insert(40, "solo")
+    angles = rng.normal(0, 15, size=(len(labels), 3))
+    angles[rng.random(len(labels)) < 0.1] = np.nan
+    gallery = evaluation.Gallery(embedding=gallery_vectors, label=gallery_labels)
+    return labels, np.asarray(rows, np.float32), angles, gallery
+
+
+def test_planted_set_flags_exactly_the_planted_leak_and_collision():
+    labels, embeddings, angles, gallery = planted_set()
+    summary, images, identities, pairs = evaluation.evaluate_generated(
+        labels, embeddings, angles, gallery, SETTINGS
+    )
+    names = identities["identity"]
+    assert names == list(dict.fromkeys(labels)) and len(names) == 31
+    assert [n for n, hit in zip(names, identities["leak"], strict=True) if hit] == [LEAK]
+    leakage = summary["leakage"]
+    assert leakage["gallery"] == 201
+    assert leakage["identities"]["flagged_identities"] == [LEAK]
+    assert leakage["identities"]["flagged"] == 1
+    assert identities["nearest_real"][names.index(LEAK)] == "real:planted"
+    assert identities["nearest_real_cos"][names.index(LEAK)] >= 0.9
+    # Every leaked image is found too, and nothing else is near a real face.
+    image_leaks = {
+        label
+        for label, score in zip(images["identity"], images["nearest_real_cos"], strict=True)
+        if score >= 0.5
+    }
+    assert image_leaks == {LEAK}
+    assert [n for n, hit in zip(names, identities["collision"], strict=True) if hit] == list(PAIR)
+    assert summary["uniqueness"]["flagged_pairs"] == 1
+    assert summary["uniqueness"]["flagged_identities"] == 2
+    assert (pairs["identity_a"][0], pairs["identity_b"][0]) == PAIR
+    assert pairs["cosine"][0] > 0.9
+    assert identities["nearest_identity"][names.index(PAIR[0])] == PAIR[1]
+    assert identities["nearest_identity"][names.index(PAIR[1])] == PAIR[0]
+    # The greedy pass keeps the earlier of the pair only.
+    kept = dict(zip(names, identities["kept_at_0.5"], strict=True))
+    assert [n for n in names if not kept[n]] == [PAIR[1]]
+    assert summary["uniqueness"]["0.5"]["kept"] == 30
+    # The flags follow the thresholds: just above the planted cosines, nothing is flagged.
+    leak_cos = identities["nearest_real_cos"][names.index(LEAK)]
+    pair_cos = identities["nearest_identity_cos"][names.index(PAIR[0])]
+    assert pair_cos == pytest.approx(pairs["cosine"][0], abs=1e-5)
+    for offset, flagged in ((-1e-3, True), (1e-3, False)):
+        settings = dataclasses.replace(
+            SETTINGS, leak_threshold=leak_cos + offset, collision_threshold=pair_cos + offset
+        )
+        summary, _, identities, _ = evaluation.evaluate_generated(
+            labels, embeddings, angles, gallery, settings
+        )
+        assert identities["leak"][names.index(LEAK)] is flagged
+        assert sum(identities["leak"]) == flagged
+        assert sum(identities["collision"]) == 2 * flagged
+        assert summary["uniqueness"]["flagged_pairs"] == flagged
+
+
+def brute_centres(embeddings, labels):
+    vectors = embeddings.astype(np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    centres = {}
+    for name in dict.fromkeys(labels):
+        total = sum(v for v, label in zip(vectors, labels, strict=True) if label == name)
+        centres[name] = total / np.linalg.norm(total)
+    return vectors, centres
+
+
+def test_planted_set_consistency_by_brute_force():
+    labels, embeddings, angles, gallery = planted_set()
+    summary, images, identities, _ = evaluation.evaluate_generated(
+        labels, embeddings, angles, gallery, SETTINGS
+    )
+    vectors, centres = brute_centres(embeddings, labels)
+    to_centre = [float(v @ centres[label]) for v, label in zip(vectors, labels, strict=True)]
+    np.testing.assert_allclose(images["cos_to_centre"], to_centre, atol=1e-5)
+    several = [labels.count(label) > 1 for label in labels]
+    kept = [c for c, many in zip(to_centre, several, strict=True) if many]
+    for s in evaluation.THRESHOLDS:
+        expected = sum(c >= s for c in kept) / len(kept)
+        assert summary["consistency"]["share_at"][str(s)] == pytest.approx(expected)
+    assert 0 < summary["consistency"]["share_at"]["0.5"] < 1  # the noisy identities count
+    assert summary["single_image_identities"] == 1
+    assert summary["images"] == 151 and summary["identities"] == 31
+    for name, size, mean in zip(
+        identities["identity"],
+        identities["images"],
+        identities["mean_cos_to_centre"],
+        strict=True,
+    ):
+        assert size == labels.count(name)
+        if name == "solo":
+            assert np.isnan(mean)
+        else:
+            own = [c for c, label in zip(to_centre, labels, strict=True) if label == name]
+            assert mean == pytest.approx(sum(own) / len(own), abs=1e-5)
+    finite_means = [m for m in identities["mean_cos_to_centre"] if np.isfinite(m)]
+    assert summary["consistency"]["mean_cos_to_centre"]["p50"] == pytest.approx(
+        float(np.median(finite_means)), abs=1e-6
+    )
+    # The pose spread per identity: a population std of the finite angles, by hand.
+    for axis, column in (("yaw", 0), ("roll", 2)):
+        for name, std in zip(identities["identity"], identities[f"{axis}_std"], strict=True):
+            own = [a[column] for a, label in zip(angles, labels, strict=True) if label == name]
+            own = [a for a in own if np.isfinite(a)]
+            if len(own) < 2:
+                assert np.isnan(std)
+            else:
+                assert std == pytest.approx(float(np.std(own)), rel=1e-9)
+    verify = summary["verification"]
+    assert verify["genuine_pairs"] == 30 * 10
+    assert verify["impostor_pairs"] == 151 * 150 // 2 - 300
+
+
+def test_planted_set_without_a_gallery_has_no_leakage():
+    labels, embeddings, angles, _ = planted_set()
+    empty = evaluation.Gallery(embedding=np.zeros((0, 512), np.float32), label=[])
+    summary, images, identities, _ = evaluation.evaluate_generated(
+        labels, embeddings, angles, empty, SETTINGS
+    )
+    assert summary["leakage"] is None
+    assert np.isnan(identities["nearest_real_cos"]).all()
+    assert np.isnan(identities["max_image_nearest_real_cos"]).all()
+    assert np.isnan(images["nearest_real_cos"]).all()
+    assert not any(identities["leak"])
+    # The rest does not depend on the gallery.
+    assert [
+        n for n, hit in zip(identities["identity"], identities["collision"], strict=True) if hit
+    ] == list(PAIR)
+
+
+def test_sources_flag_planted_leaks_and_collisions_among_the_considered():
+    rng = np.random.default_rng(5)
+    gallery_vectors = unit(rng.normal(size=(150, 512)))
+    gallery = evaluation.Gallery(embedding=gallery_vectors, label=[f"real:{k}" for k in range(150)])
+    prototypes = unit(rng.normal(size=(20, 512)))
+
+    def near(vector, spread=0.15):
+        return unit([vector + spread * unit(rng.normal(size=(1, 512)))[0]])[0]
+
+    prototypes[3] = near(gallery_vectors[42])  # a leak, considered
+    prototypes[9] = near(gallery_vectors[77])  # a leak, not considered
+    prototypes[15] = near(prototypes[6])  # a collision with 6, considered
+    prototypes[17] = near(prototypes[11])  # would collide with 11, not considered
+    prototypes[12] = 0  # no prototype at all
+    names = [f"s{k}" for k in range(20)]
+    considered = np.ones(20, bool)
+    considered[[9, 17, 12]] = False
+    summary, table, pairs = evaluation.evaluate_sources(
+        names, prototypes, considered, gallery, SETTINGS
+    )
+    expected_names = [n for n, keep in zip(names, considered, strict=True) if keep]
+    assert table["identity"] == expected_names and summary["identities"] == 17
+    assert [n for n, hit in zip(expected_names, table["leak"], strict=True) if hit] == ["s3"]
+    assert table["nearest_real"][expected_names.index("s3")] == "real:42"
+    assert summary["leakage"]["flagged_identities"] == ["s3"]
+    assert summary["leakage"]["flagged"] == 1
+    assert [n for n, hit in zip(expected_names, table["collision"], strict=True) if hit] == [
+        "s6",
+        "s15",
+    ]
+    assert summary["uniqueness"]["flagged_pairs"] == 1
+    assert (pairs["identity_a"][0], pairs["identity_b"][0]) == ("s6", "s15")
+    # Every nearest-real cosine equals a brute-force search over the considered rows.
+    for name, score in zip(expected_names, table["nearest_real_cos"], strict=True):
+        vector = prototypes[names.index(name)]
+        assert score == pytest.approx(max(float(vector @ g) for g in gallery_vectors), abs=1e-5)
+    # With every row considered, the excluded leak and collision are found.
+    everything = np.ones(20, bool)
+    everything[12] = False
+    summary, table, _ = evaluation.evaluate_sources(
+        names, prototypes, everything, gallery, SETTINGS
+    )
+    assert summary["leakage"]["flagged_identities"] == ["s3", "s9"]
+    assert summary["uniqueness"]["flagged_pairs"] == 2
