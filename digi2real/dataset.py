@@ -16,9 +16,15 @@ from PIL import Image
 from digi2real.config import Config
 from digi2real.formats import atomic_path
 
+# The reasons, in the order the filter assigns them: an image gets the first that applies.
+# Per image: its status when not ok, then its detection score, its cosine to the prototype, its
+# nearest real face. Per identity, over the images still passing: too few of them, then a
+# centre too close to an earlier identity's that was kept (the later identity of a pair goes).
 LOW_DET_SCORE = "low_det_score"
 LOW_COS_PROTOTYPE = "low_cos_prototype"
+NEAR_REAL_FACE = "near_real_face"
 TOO_FEW_IN_IDENTITY = "too_few_images_in_identity"
+IDENTITY_COLLISION = "identity_collision"
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class Thresholds:
     min_det_score: float
     min_cos_prototype: float
     min_images_per_identity: int
+    max_real_similarity: float | None = None
+    max_identity_similarity: float | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Thresholds:
@@ -36,11 +44,21 @@ class Thresholds:
             min_det_score=float(quality["min_det_score"]),
             min_cos_prototype=float(quality["min_cos_prototype"]),
             min_images_per_identity=quality["min_images_per_identity"],
+            max_real_similarity=quality["max_real_similarity"],
+            max_identity_similarity=quality["max_identity_similarity"],
         )
 
 
-def apply_filter(table: pa.Table, thresholds: Thresholds) -> pa.Table:
-    """Add `passed` and `reject_reason`: the first reason an image fails, empty if it passed."""
+def apply_filter(
+    table: pa.Table,
+    thresholds: Thresholds,
+    real_cos: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+) -> pa.Table:
+    """Add `passed` and `reject_reason`: the first reason an image fails, empty if it passed.
+    `real_cos` (each row's cosine to its nearest real face) and `embeddings` (each row's unit
+    embedding) are needed by the max_real_similarity and max_identity_similarity gates only;
+    rows without a face have NaN and zeros."""
     status = np.asarray(table.column("status").to_pylist(), dtype=object)
     det = table.column("det_score").to_numpy(zero_copy_only=False).astype(np.float64)
     cos = table.column("cos_prototype").to_numpy(zero_copy_only=False).astype(np.float64)
@@ -48,12 +66,20 @@ def apply_filter(table: pa.Table, thresholds: Thresholds) -> pa.Table:
     ok = reason == ""
     reason[ok & ~(det >= thresholds.min_det_score)] = LOW_DET_SCORE
     reason[(reason == "") & ~(cos >= thresholds.min_cos_prototype)] = LOW_COS_PROTOTYPE
+    if thresholds.max_real_similarity is not None:
+        if real_cos is None:
+            raise ValueError("quality.max_real_similarity needs each image's real_cos")
+        reason[(reason == "") & (real_cos >= thresholds.max_real_similarity)] = NEAR_REAL_FACE
     identities = np.asarray(table.column("identity").to_pylist(), dtype=object)
     passing = reason == ""
     names, inverse = np.unique(identities, return_inverse=True)
     per_identity = np.bincount(inverse, weights=passing, minlength=len(names))
     too_few = passing & (per_identity[inverse] < thresholds.min_images_per_identity)
     reason[too_few] = TOO_FEW_IN_IDENTITY
+    if thresholds.max_identity_similarity is not None:
+        if embeddings is None:
+            raise ValueError("quality.max_identity_similarity needs each image's embedding")
+        reason[_colliding(identities, reason == "", embeddings, thresholds)] = IDENTITY_COLLISION
     passed = reason == ""
     dataset_path = np.where(
         passed,
@@ -70,6 +96,22 @@ def apply_filter(table: pa.Table, thresholds: Thresholds) -> pa.Table:
         .append_column("reject_reason", pa.array(reason.astype(str)))
         .append_column("dataset_path", pa.array(dataset_path.astype(str)))
     )
+
+
+def _colliding(
+    identities: np.ndarray, passing: np.ndarray, embeddings: np.ndarray, thresholds: Thresholds
+) -> np.ndarray:
+    """The passing rows of every identity whose centre is at least max_identity_similarity
+    close to an earlier kept identity's, identities in manifest order (evaluation.uniqueness)."""
+    from digi2real.evaluation import identity_centres, uniqueness
+
+    rows = np.flatnonzero(passing)
+    if not len(rows):
+        return np.zeros(len(identities), bool)
+    names, centres, _ = identity_centres(embeddings[rows], identities[rows].tolist())
+    kept = uniqueness(names, centres, thresholds.max_identity_similarity, top=1).is_kept
+    dropped = {name for name, keep in zip(names, kept, strict=True) if not keep}
+    return passing & np.isin(identities, list(dropped))
 
 
 # --- the dataset card ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy as np
 from digi2real.formats import EmbeddingTable, ShardPlan
 
 PARALLEL_EPS = 1e-7
+BLOCK = 2048  # identities compared at once by gate_identities
 
 
 def stable_seed(*parts: object) -> int:
@@ -106,16 +107,87 @@ def group_by_identity(table: EmbeddingTable) -> dict[str, list[int]]:
     return rows
 
 
+def prototypes_of(table: EmbeddingTable, identities: list[str]) -> np.ndarray:
+    """(len(identities), 512) float32: each identity's prototype from its `ok` source images;
+    zeros for an identity with none."""
+    rows = group_by_identity(table)
+    out = np.zeros((len(identities), 512), np.float32)
+    for k, identity in enumerate(identities):
+        ok_rows = [row for row in rows.get(identity, []) if table.status[row] == 0]
+        if ok_rows:
+            out[k] = prototype(table.embedding[ok_rows].astype(np.float64))
+    return out
+
+
+def gate_identities(
+    identities: list[str],
+    prototypes: np.ndarray,
+    eligible: np.ndarray,
+    real: np.ndarray,
+    real_labels: list[str],
+    max_real_similarity: float | None,
+    max_prototype_similarity: float | None,
+) -> dict[str, str]:
+    """The plan's gates, in this order for each `eligible` identity in selection order: an
+    identity whose prototype is at least `max_real_similarity` close to a `real` embedding is
+    dropped; else one at least `max_prototype_similarity` close to an earlier identity that was
+    kept is dropped. Returns the reason of each dropped identity; a None threshold is off."""
+    from digi2real.evaluation import nearest
+
+    dropped: dict[str, str] = {}
+    candidates = np.flatnonzero(eligible)
+    if max_real_similarity is not None and len(real) and len(candidates):
+        closest, where = nearest(prototypes[candidates], real.astype(np.float32))
+        for k, score, at in zip(candidates, closest, where, strict=True):
+            if score >= max_real_similarity:
+                dropped[identities[k]] = (
+                    f"prototype {score:.4f} cosine to the real face {real_labels[at]}, "
+                    f"at least plan.max_real_similarity={max_real_similarity}"
+                )
+    if max_prototype_similarity is not None:
+        order = [k for k in candidates if identities[k] not in dropped]
+        kept = np.zeros(len(order), bool)
+        vectors = prototypes[order].astype(np.float32)
+        # A block of identities at a time against all earlier ones: matrix products, not a
+        # loop of vector products, so 100,000 identities take seconds.
+        for start in range(0, len(order), BLOCK):
+            block = vectors[start : start + BLOCK]
+            similar = block @ vectors[: start + len(block)].T
+            for row in range(len(block)):
+                earlier = np.flatnonzero(kept[: start + row])
+                best = earlier[np.argmax(similar[row, earlier])] if len(earlier) else -1
+                if best >= 0 and similar[row, best] >= max_prototype_similarity:
+                    dropped[identities[order[start + row]]] = (
+                        f"prototype {similar[row, best]:.4f} cosine to identity "
+                        f"{identities[order[best]]}'s, at least "
+                        f"plan.max_prototype_similarity={max_prototype_similarity}"
+                    )
+                else:
+                    kept[start + row] = True
+    return dropped
+
+
 def plan_identities(
-    table: EmbeddingTable, identities: list[str], settings: PlanSettings, shard: int
+    table: EmbeddingTable,
+    identities: list[str],
+    settings: PlanSettings,
+    shard: int,
+    dropped: dict[str, str] | None = None,
 ) -> ShardPlan:
-    """The plan of `identities` (in this order) from their DigiFace embeddings."""
+    """The plan of `identities` (in this order) from their DigiFace embeddings; an identity in
+    `dropped` (by gate_identities) is skipped with its reason, its prototype kept."""
+    dropped = dropped or {}
     rows = group_by_identity(table)
     plan = ShardPlan(shard=shard)
     for identity in identities:
         ok_rows = [row for row in rows.get(identity, []) if table.status[row] == 0]
         plan.identities.append(identity)
         plan.n_sources_ok.append(len(ok_rows))
+        if identity in dropped:
+            plan.prototypes.append(prototype(table.embedding[ok_rows]).astype(np.float32))
+            plan.identity_status.append("skipped")
+            plan.identity_reason.append(dropped[identity])
+            continue
         if len(ok_rows) < settings.min_source_images:
             plan.prototypes.append(np.zeros(512, dtype=np.float32))
             plan.identity_status.append("skipped")

@@ -3,14 +3,17 @@
 import numpy as np
 import pytest
 
+from digi2real import planning
 from digi2real.config import resolve_config
 from digi2real.formats import EmbeddingTable, read_plan, write_plan
 from digi2real.planning import (
     PlanSettings,
+    gate_identities,
     image_seed,
     normalize,
     plan_identities,
     prototype,
+    prototypes_of,
     slerp,
 )
 
@@ -177,3 +180,189 @@ def test_plan_file_round_trip(tmp_path):
     assert back.identities == ["0", "1"] and back.identity_status == ["planned", "skipped"]
     assert back.seed == plan.seed and back.source_path == plan.source_path
     np.testing.assert_array_equal(np.stack(back.condition), np.stack(plan.condition))
+
+
+# --- the plan's gates ----------------------------------------------------------------------------
+
+
+def near(vector, spread):
+    return normalize(vector + spread * unit(len(vector)))
+
+
+def gate(
+    names, prototypes, eligible=None, real=None, real_labels=(), real_max=None, proto_max=None
+):
+    eligible = np.ones(len(names), bool) if eligible is None else np.asarray(eligible, bool)
+    real = np.zeros((0, 512), np.float32) if real is None else np.asarray(real, np.float32)
+    return gate_identities(
+        names,
+        np.asarray(prototypes, np.float32),
+        eligible,
+        real,
+        list(real_labels),
+        real_max,
+        proto_max,
+    )
+
+
+def test_gates_off_drop_nothing():
+    names = ["a", "b"]
+    p = unit()
+    prototypes = np.stack([p, p])  # identical, and identical to the real face
+    assert gate(names, prototypes, real=p[None], real_labels=["r"]) == {}
+
+
+def test_real_gate_drops_exactly_the_identities_near_a_real_face():
+    real = np.stack([unit() for _ in range(30)])
+    labels = [f"ffhq:{k:05d}.png" for k in range(30)]
+    prototypes = np.stack([unit() for _ in range(12)])
+    prototypes[2] = near(real[17], 0.2)
+    prototypes[8] = near(real[4], 0.5)
+    prototypes[10] = near(real[29], 2.0)  # far enough to stay
+    names = [f"id{k}" for k in range(12)]
+    for threshold in (0.5, 0.7, 0.95):
+        dropped = gate(names, prototypes, real=real, real_labels=labels, real_max=threshold)
+        expected = {}
+        for k in range(12):
+            scores = [float(prototypes[k] @ r) for r in real]
+            if max(scores) >= threshold:
+                expected[names[k]] = labels[int(np.argmax(scores))]
+        assert set(dropped) == set(expected)
+        for name, label in expected.items():
+            assert label in dropped[name]
+            assert f"plan.max_real_similarity={threshold}" in dropped[name]
+    assert set(gate(names, prototypes, real=real, real_labels=labels, real_max=0.7)) == {
+        "id2",
+        "id8",
+    }
+
+
+def chain_of_three():
+    """a, b, c with cos(a, b) = cos(b, c) = 0.6 and cos(a, c) = 0."""
+    e = np.eye(3, 512)
+    theta = np.arccos(0.6)
+    a = e[0]
+    b = np.cos(theta) * e[0] + np.sin(theta) * e[1]
+    x = 0.6 / np.sin(theta)
+    c = x * e[1] + np.sqrt(1 - x**2) * e[2]
+    return np.stack([a, b, c])
+
+
+def test_prototype_gate_is_greedy_against_kept_identities_only():
+    vectors = chain_of_three()
+    np.testing.assert_allclose(
+        vectors @ vectors.T, [[1, 0.6, 0], [0.6, 1, 0.6], [0, 0.6, 1]], atol=1e-12
+    )
+    dropped = gate(["a", "b", "c"], vectors, proto_max=0.5)
+    assert list(dropped) == ["b"]  # c is close only to the dropped b
+    assert "identity a's" in dropped["b"]
+    assert "plan.max_prototype_similarity=0.5" in dropped["b"]
+    # In another order: b first drops both a and c.
+    assert set(gate(["b", "a", "c"], vectors[[1, 0, 2]], proto_max=0.5)) == {"a", "c"}
+    assert gate(["a", "b", "c"], vectors, proto_max=0.7) == {}
+
+
+def brute_gate(prototypes, eligible, threshold):
+    kept, dropped = [], []
+    for k in range(len(prototypes)):
+        if not eligible[k]:
+            continue
+        if any(float(prototypes[k] @ prototypes[j]) >= threshold for j in kept):
+            dropped.append(k)
+        else:
+            kept.append(k)
+    return dropped
+
+
+@pytest.mark.parametrize("block", [1, 3, 2048])
+def test_prototype_gate_equals_a_brute_force_greedy(monkeypatch, block):
+    monkeypatch.setattr(planning, "BLOCK", block)
+    rng = np.random.default_rng(3)
+    shared = normalize(rng.normal(size=512))
+    prototypes = normalize(0.6 * shared + 0.4 * normalize(rng.normal(size=(25, 512))))
+    prototypes = prototypes.astype(np.float32)
+    eligible = rng.random(25) > 0.2
+    names = [f"n{k}" for k in range(25)]
+    for threshold in (0.7, 0.71, 0.72):
+        expected = brute_gate(prototypes.astype(np.float64), eligible, threshold)
+        assert 1 < len(expected) < eligible.sum() - 2  # neither nothing nor everything
+        dropped = gate(names, prototypes, eligible=eligible, proto_max=threshold)
+        assert sorted(dropped, key=names.index) == [names[k] for k in expected]
+        every = brute_gate(prototypes.astype(np.float64), np.ones(25, bool), threshold)
+        dropped = gate(names, prototypes, proto_max=threshold)
+        assert sorted(dropped, key=names.index) == [names[k] for k in every]
+
+
+def test_real_gate_dropouts_do_not_block_the_prototype_gate():
+    vectors = chain_of_three()
+    real = vectors[[1]]  # b is a real face
+    dropped = gate(
+        ["a", "b", "c"], vectors, real=real, real_labels=["ffhq:b"], real_max=0.9, proto_max=0.5
+    )
+    assert list(dropped) == ["b"] and "ffhq:b" in dropped["b"]
+    # b first: the real gate drops it, so a and c, which collide only with b, stay.
+    dropped = gate(
+        ["b", "a", "c"],
+        vectors[[1, 0, 2]],
+        real=real,
+        real_labels=["ffhq:b"],
+        real_max=0.9,
+        proto_max=0.5,
+    )
+    assert list(dropped) == ["b"]
+    assert "max_real_similarity" in dropped["b"]
+
+
+def test_ineligible_identities_are_never_dropped_and_block_nothing():
+    vectors = chain_of_three()
+    real = vectors[[2]]  # c is a real face
+    # b is ineligible: it neither drops a or c nor is dropped; c is ineligible: the real gate
+    # passes over it.
+    dropped = gate(
+        ["b", "a", "c"],
+        vectors[[1, 0, 2]],
+        eligible=[False, True, False],
+        real=real,
+        real_labels=["ffhq:c"],
+        real_max=0.9,
+        proto_max=0.5,
+    )
+    assert dropped == {}
+    same = np.stack([vectors[0], vectors[0], vectors[0]])
+    assert list(gate(["x", "y", "z"], same, eligible=[False, True, True], proto_max=0.5)) == ["z"]
+
+
+def test_prototypes_of_uses_ok_rows_only_and_zeros_without_any():
+    table = table_for({"p": 3, "q": 2}, bad={("p", 1), ("q", 0), ("q", 1)})
+    out = prototypes_of(table, ["q", "p", "missing"])
+    assert out.shape == (3, 512) and out.dtype == np.float32
+    mean = table.embedding[0].astype(np.float64) + table.embedding[2]
+    np.testing.assert_allclose(out[1], mean / np.linalg.norm(mean), atol=1e-6)
+    assert not out[0].any() and not out[2].any()
+
+
+def test_dropped_identities_are_skipped_with_their_reason_and_prototype():
+    table = table_for({"0": 3, "1": 4, "2": 2})
+    settings = plan_settings(images_per_identity=4, t_mode="uniform", t_low=0.2, t_high=0.8)
+    whole = plan_identities(table, ["0", "1", "2"], settings, shard=0)
+    reason = "prototype 0.9000 cosine to the real face ffhq:x"
+    gated = plan_identities(table, ["0", "1", "2"], settings, shard=0, dropped={"1": reason})
+    assert gated.identities == ["0", "1", "2"]
+    assert gated.identity_status == ["planned", "skipped", "planned"]
+    assert gated.identity_reason == ["", reason, ""]
+    assert gated.n_sources_ok == [3, 4, 2]
+    assert "1" not in gated.image_identity and len(gated.image_identity) == 8
+    expected = table.embedding[3:7].astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(gated.prototypes[1], expected / np.linalg.norm(expected), atol=1e-6)
+    # The other identities' images are those of the ungated plan.
+    keep = [k for k, identity in enumerate(whole.image_identity) if identity != "1"]
+    assert gated.image_identity == [whole.image_identity[k] for k in keep]
+    assert gated.image_index == [whole.image_index[k] for k in keep]
+    assert gated.seed == [whole.seed[k] for k in keep]
+    assert gated.t == [whole.t[k] for k in keep]
+    assert gated.source_path == [whole.source_path[k] for k in keep]
+    np.testing.assert_array_equal(
+        np.stack(gated.condition), np.stack([whole.condition[k] for k in keep])
+    )
+    for k in (0, 2):
+        np.testing.assert_array_equal(gated.prototypes[k], whole.prototypes[k])
