@@ -23,6 +23,7 @@ include: "workflow/rules/delta.smk"
 include: "workflow/rules/plan.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -30,5 +31,4 @@ rule all:
     default_target: True
     input:
         results("manifest.parquet"),
-        results("dataset_card.json"),
-        results("samples.png"),
+        rules.report.output,

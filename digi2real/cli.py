@@ -82,7 +82,8 @@ def cmd_estimate_delta(args) -> int:
 def cmd_plan(args) -> int:
     from digi2real.stages import plan
 
-    plan.run(stage_config(args, "plan"), Path(args.embeddings), [Path(p) for p in args.out])
+    real = Path(args.real) if args.real else None
+    plan.run(stage_config(args, "plan"), Path(args.embeddings), [Path(p) for p in args.out], real)
     return 0
 
 
@@ -112,6 +113,23 @@ def cmd_aggregate(args) -> int:
         Path(args.out),
         Path(args.dataset),
         Path(args.embeddings),
+        Path(args.real) if args.real else None,
+    )
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from digi2real.stages import evaluate
+
+    evaluate.run(
+        stage_config(args, "evaluate"),
+        Path(args.manifest),
+        Path(args.generated),
+        Path(args.digiface),
+        Path(args.ffhq),
+        [Path(p) for p in args.plans],
+        Path(args.out),
+        Path(args.tables),
     )
     return 0
 
@@ -125,8 +143,10 @@ def cmd_report(args) -> int:
         Path(args.results),
         Path(args.manifest),
         Path(args.models),
+        Path(args.evaluation),
         Path(args.out),
         Path(args.samples),
+        Path(args.figures),
     )
     return 0
 
@@ -173,6 +193,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("plan", cmd_plan, "prototypes, conditions and seeds, one file per shard")
     p.add_argument("--embeddings", required=True, help="DigiFace embeddings .h5")
+    p.add_argument("--real", help="FFHQ embeddings .h5, for plan.max_real_similarity")
     p.add_argument("--out", nargs="+", required=True, help="plan files, shard 0, 1, ... in order")
 
     p = command("hash-models", cmd_hash_models, "the sha256 of every model file")
@@ -189,14 +210,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="manifest.parquet to write")
     p.add_argument("--dataset", required=True, help="dataset folder to write")
     p.add_argument("--embeddings", required=True, help="embeddings/generated.h5 to write")
+    p.add_argument("--real", help="FFHQ embeddings .h5, for quality.max_real_similarity")
     p.add_argument("manifests", nargs="+", help="shard manifests")
 
-    p = command("report", cmd_report, "the dataset card and a sample grid")
+    p = command("evaluate", cmd_evaluate, "the dataset's certificate, from its embeddings")
+    p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
+    p.add_argument("--generated", required=True, help="embeddings/generated.h5")
+    p.add_argument("--digiface", required=True, help="embeddings/digiface.h5")
+    p.add_argument("--ffhq", required=True, help="embeddings/ffhq.h5, the real faces")
+    p.add_argument("--plans", nargs="+", required=True, help="plan files, in shard order")
+    p.add_argument("--out", required=True, help="evaluation.json to write")
+    p.add_argument("--tables", required=True, help="folder of the evaluation's tables")
+
+    p = command("report", cmd_report, "the dataset card, a sample grid, the certificate's figures")
     p.add_argument("--results", required=True, help="results folder")
     p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
     p.add_argument("--models", required=True, help="models.json, the model hashes")
     p.add_argument("--out", required=True, help="dataset_card.json to write")
+    p.add_argument("--evaluation", required=True, help="evaluation.json, beside its tables")
     p.add_argument("--samples", required=True, help="sample grid .png to write")
+    p.add_argument("--figures", required=True, help="folder of the certificate's figures")
     return main
 
 

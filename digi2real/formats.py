@@ -462,3 +462,36 @@ def write_dataset(table: pa.Table, results: Path, dataset: Path) -> None:
 def write_card(path: Path, card: dict) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(card, indent=2) + "\n")
+
+
+# --- the evaluation ------------------------------------------------------------------------
+
+
+def write_evaluation_table(path: Path, columns: dict[str, list]) -> None:
+    with atomic_path(path) as temporary:
+        pq.write_table(pa.table(columns), temporary)
+
+
+def write_evaluation(path: Path, summary: dict) -> None:
+    """evaluation.json: NaN and infinities are written as null, so any JSON reader reads it."""
+
+    def clean(value):
+        if isinstance(value, float) and not np.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(item) for item in value]
+        if isinstance(value, np.generic):
+            return clean(value.item())
+        return value
+
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(clean(summary), indent=2, allow_nan=False) + "\n")
+
+
+def read_evaluation(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: cannot read the evaluation: {error}") from None

@@ -1,6 +1,6 @@
 """Benchmarks of the issues' targets; prints what it measured. Not a test: machines are noisy.
 
-    python scripts/benchmark.py [--only face,projection,generation,dryrun,aggregate,leakage]
+    python scripts/benchmark.py [--only NAME,NAME,...]   (all of the names below by default)
 
 face:       decode + detect + align + embed per image (tiny ONNX models, CPU)
 projection: ArcFace -> CLIP prompt embeddings per second (tiny encoder, CPU)
@@ -9,6 +9,9 @@ dryrun:     `snakemake -n` on 20,000 identities x 20 images in 200 shards (synth
 aggregate:  aggregation of 400,000 manifest rows (wall time and peak memory)
 leakage:    nearest-gallery search (digi2real.evaluation.nearest), 40,000 images against
             70,000 gallery embeddings: seconds per 10^9 pairs, and what 400,000 images take
+evaluate:   the whole certificate of 400,000 images of 20,000 identities against 70,000 real
+            faces (evaluate_generated and evaluate_sources), in a child process: wall time
+            and peak memory
 
 Generation on a real GPU with the real models: run one shard first, exactly one generation job
 and what it needs (README, "Sizing shards"):
@@ -205,7 +208,13 @@ def aggregate_child(folder: Path) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     config = {
-        "quality": {"min_det_score": 0.5, "min_cos_prototype": 0.0, "min_images_per_identity": 1}
+        "quality": {
+            "min_det_score": 0.5,
+            "min_cos_prototype": 0.0,
+            "min_images_per_identity": 1,
+            "max_real_similarity": None,
+            "max_identity_similarity": None,
+        }
     }
     aggregate.run(
         config,
@@ -241,13 +250,71 @@ def bench_leakage() -> None:
     )
 
 
+def evaluate_child() -> None:
+    """400,000 images: 20,000 identities of 20, each an identity direction plus noise (genuine
+    cosines near 0.5, like a real FR set), against 70,000 random real faces."""
+    from digi2real.evaluation import (
+        EvaluationSettings,
+        Gallery,
+        evaluate_generated,
+        evaluate_sources,
+        unit,
+    )
+
+    rng = np.random.default_rng(0)
+    identities, per_identity, real = 20_000, 20, 70_000
+    centres = unit(rng.normal(size=(identities, 512)).astype(np.float32))
+    embeddings = np.repeat(centres, per_identity, axis=0)
+    for start in range(0, len(embeddings), 50_000):  # noise in place, chunk by chunk
+        block = embeddings[start : start + 50_000]
+        block += rng.normal(scale=0.045, size=block.shape).astype(np.float32)
+    labels = [str(k) for k in range(identities) for _ in range(per_identity)]
+    angles = rng.normal(scale=15, size=(len(labels), 3))
+    gallery = Gallery(
+        unit(rng.normal(size=(real, 512)).astype(np.float32)), [f"ffhq:{k}" for k in range(real)]
+    )
+    settings = EvaluationSettings(0.5, 0.5, 1000, 20_000, 2_000_000, 0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    summary, *_ = evaluate_generated(labels, embeddings, angles, gallery, settings)
+    generated = time.perf_counter() - started
+    evaluate_sources(
+        [str(k) for k in range(identities)],
+        centres,
+        np.ones(identities, bool),
+        gallery,
+        settings,
+    )
+    total = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pairs = len(labels) * real + identities * real * 2
+    print(
+        f"evaluate 400,000 images of 20,000 identities against 70,000 real faces: "
+        f"{total:.0f} s ({generated:.0f} s the generated images, {total - generated:.0f} s the "
+        f"sources), peak RSS {peak:.0f} MB ({before:.0f} MB of inputs before); "
+        f"{total / (pairs / 1e9):.2f} s per 10^9 real-face pairs overall; "
+        f"genuine mean {summary['verification']['genuine_mean']:.3f}, "
+        f"EER {summary['verification']['eer']:.4f}"
+    )
+
+
+def bench_evaluate() -> None:
+    subprocess.run([sys.executable, __file__, "--evaluate-child"], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--only", default="face,projection,generation,dryrun,aggregate,leakage")
+    parser.add_argument(
+        "--only", default="face,projection,generation,dryrun,aggregate,leakage,evaluate"
+    )
     parser.add_argument("--aggregate-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--evaluate-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.evaluate_child:
+        evaluate_child()
+        return
     if args.aggregate_child:
         aggregate_child(args.aggregate_child)
         return
@@ -265,6 +332,7 @@ def main() -> None:
             "dryrun": lambda: bench_dryrun(folder / "dryrun", demo),
             "aggregate": lambda: bench_aggregate(folder),
             "leakage": bench_leakage,
+            "evaluate": bench_evaluate,
         }
         for name, bench in benches.items():
             if name in wanted:

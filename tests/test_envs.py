@@ -35,6 +35,8 @@ PYPI_TO_CONDA = {
     "torch": "pytorch",
     "opencv-python": "opencv",
     "opencv-python-headless": "opencv",
+    # matplotlib-base: matplotlib without the Qt GUI toolkit, which jobs never use
+    "matplotlib": "matplotlib-base",
 }
 # Extras of pyproject.toml whose packages an environment also needs. `workflow` (Snakemake) is
 # in none: jobs only run `python -m digi2real` inside the environment.

@@ -65,6 +65,7 @@ JOBS_OF_THE_DEMO = {
     ("generate", "0"),
     ("generate", "1"),
     ("aggregate", ""),
+    ("evaluate", ""),
     ("report", ""),
 }
 GPU_RULES = {"generate", "estimate_delta"}
@@ -656,7 +657,7 @@ def dry_run(workdir: Path, profile: Path) -> dict[str, int]:
     return submissions(result.stdout + result.stderr)
 
 
-def test_a_200_shard_run_submits_263_jobs_or_212_with_the_profiles_groups(lab_profile, tmp_path):
+def test_a_200_shard_run_submits_264_jobs_or_212_with_the_profiles_groups(lab_profile, tmp_path):
     workdir = big_run(tmp_path / "run")
     one_by_one = dry_run(workdir, lab_profile)
     assert one_by_one == {
@@ -669,9 +670,10 @@ def test_a_200_shard_run_submits_263_jobs_or_212_with_the_profiles_groups(lab_pr
         "hash_models": 1,
         "generate": 200,
         "aggregate": 1,
+        "evaluate": 1,
         "report": 1,
     }
-    assert sum(one_by_one.values()) == 263
+    assert sum(one_by_one.values()) == 264
 
     # The profile's commented-out grouping block, switched on.
     lines = (lab_profile / "config.yaml").read_text().splitlines()
@@ -690,6 +692,6 @@ def test_a_200_shard_run_submits_263_jobs_or_212_with_the_profiles_groups(lab_pr
         "plan": 1,
         "hash_models": 1,
         "generate": 200,
-        "finish": 1,  # aggregate and report
+        "finish": 1,  # aggregate, evaluate and report
     }
     assert sum(grouped_counts.values()) == 212

@@ -33,6 +33,10 @@ FAST = {
     "plan.identities_per_shard": 4,
     "plan.min_source_images": 2,
     "quality.face": {"det_size": 128},
+    # demo.yaml's plan gates drop its planted identities 5 and 7: here off, so that only 8 and
+    # 9 are skipped; test_the_plans_gates_drop_exactly_the_planted_identities turns them on.
+    "plan.max_prototype_similarity": None,
+    "plan.max_real_similarity": None,
 }
 
 
@@ -305,6 +309,7 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         "hash_models": "hash_models",
         "generate": "generate/0",
         "aggregate": "aggregate",
+        "evaluate": "evaluate",
         "report": "report",
     }
     assert set(jobs) == rule_names(run)
@@ -328,7 +333,7 @@ def test_changing_a_threshold_reruns_only_aggregation(run, tmp_path):
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["quality"]["min_det_score"] = 0.99
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    assert planned_jobs(workdir) == {"aggregate": 1, "report": 1, "all": 1}
+    assert planned_jobs(workdir) == {"aggregate": 1, "evaluate": 1, "report": 1, "all": 1}
     snakemake(workdir)
     rows = read_table(workdir / "results/manifest.parquet")
     assert all(r["det_score"] >= 0.99 for r in rows if r["passed"])
@@ -367,7 +372,13 @@ def test_a_failed_shard_leaves_the_others_and_only_it_reruns(run, tmp_path):
     shards = workdir / "results/shards"
     assert (shards / "0/manifest.parquet").is_file() and (shards / "2/manifest.parquet").is_file()
     assert not (shards / "1/manifest.parquet").exists()
-    assert planned_jobs(workdir) == {"generate": 1, "aggregate": 1, "report": 1, "all": 1}
+    assert planned_jobs(workdir) == {
+        "generate": 1,
+        "aggregate": 1,
+        "evaluate": 1,
+        "report": 1,
+        "all": 1,
+    }
     snakemake(workdir)
     assert read_table(workdir / "results/manifest.parquet") == read_table(
         run / "results/manifest.parquet"
@@ -596,7 +607,8 @@ def change_config(workdir: Path, dotted: str, value) -> None:
         node = node.setdefault(part, {})
     node[last] = value
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    shutil.rmtree(workdir / "results/logs/generate")  # reused_and_made reads the next run's
+    # reused_and_made reads the next run's
+    shutil.rmtree(workdir / "results/logs/generate", ignore_errors=True)
 
 
 GENERATED = 8 * IMAGES_PER_IDENTITY  # identities 8 and 9 are skipped (no usable source image)
@@ -666,3 +678,156 @@ def test_a_lost_record_or_a_foreign_image_is_made_again(run, tmp_path):
     snakemake(workdir, "--forcerun", "results/shards/0/manifest.parquet")
     assert reused_and_made(workdir) == (4 * IMAGES_PER_IDENTITY - 2, 2)
     assert raw_images(workdir) == raw_images(run)
+
+
+# --- the certificate: evaluation, gates and report -------------------------------------------
+
+# Planted in the demo's data (digi2real/demo/faces.py): 7 is 6 again, 5 is FFHQ image 23's face.
+PLANTED_LEAK, PLANTED_TWINS = "5", {"6", "7"}
+
+
+def test_the_evaluation_flags_exactly_the_planted_sources(run):
+    results = run / "results"
+    evaluation = json.loads((results / "evaluation.json").read_text())
+    sources = pq.read_table(results / "evaluation/sources.parquet").to_pylist()
+    assert [r["identity"] for r in sources] == [str(k) for k in range(IDENTITIES)]
+    assert [r["identity"] for r in sources if r["leak"]] == [PLANTED_LEAK]
+    leak = next(r for r in sources if r["identity"] == PLANTED_LEAK)
+    assert leak["nearest_real"] == "ffhq:00000/00023.png"
+    assert {r["identity"] for r in sources if r["collision"]} == PLANTED_TWINS
+    first_pair = pq.read_table(results / "evaluation/source_pairs.parquet").to_pylist()[0]
+    assert {first_pair["identity_a"], first_pair["identity_b"]} == PLANTED_TWINS
+    summary = evaluation["sources"]
+    assert summary["leakage"]["flagged_identities"] == [PLANTED_LEAK]
+    assert summary["uniqueness"]["flagged_pairs"] == 1
+    # 8 has no usable image, 9 no face: no prototype, so no figures, but still listed.
+    assert summary["identities"] == IDENTITIES - 2
+    assert all(r["nearest_real"] == "" for r in sources if r["identity"] in ("8", "9"))
+
+
+def test_the_evaluation_covers_exactly_the_passed_images(run):
+    results = run / "results"
+    evaluation = json.loads((results / "evaluation.json").read_text())
+    rows = read_table(results / "manifest.parquet")
+    passed = [(r["identity"], r["image_index"]) for r in rows if r["passed"]]
+    images = pq.read_table(results / "evaluation/images.parquet").to_pylist()
+    assert [(r["identity"], r["image_index"]) for r in images] == passed
+    generated = evaluation["generated"]
+    assert generated["images"] == len(passed)
+    assert generated["identities"] == len({identity for identity, _ in passed})
+    assert all(-90 <= r["yaw"] <= 90 for r in images)
+    by_identity = {}
+    for identity, _ in passed:
+        by_identity[identity] = by_identity.get(identity, 0) + 1
+    genuine = sum(n * (n - 1) // 2 for n in by_identity.values())
+    assert generated["verification"]["genuine_pairs"] == genuine
+    n = len(passed)
+    assert generated["verification"]["impostor_pairs"] == n * (n - 1) // 2 - genuine
+    # The yield accounts for every input and every planned image.
+    inputs = evaluation["yield"]["inputs"]
+    digiface = h5py.File(results / "embeddings/digiface.h5")["status"][()]
+    assert sum(s["images"] for s in inputs["digiface"]["by_status"].values()) == len(digiface)
+    assert inputs["digiface"]["by_status"]["unreadable"]["examples"]
+    assert inputs["ffhq"]["by_status"]["unreadable"]["images"] == 2
+    made = evaluation["yield"]["images"]
+    assert made["planned"] == len(rows)
+    assert made["passed"] + sum(made["rejected_by_reason"].values()) == len(rows)
+
+
+def test_the_report_builds_one_page_with_the_certificates_figures(run, tmp_path):
+    from digi2real.stages.report import FIGURES
+
+    workdir = copy_run(run, tmp_path / "report")
+    snakemake(workdir, "--report", "report.html")
+    page = (workdir / "report.html").read_text(errors="replace")
+    for name in (*FIGURES, "certificate", "dataset_card", "samples"):
+        assert name in page, name
+    for figure in FIGURES:
+        with Image.open(workdir / f"results/report/{figure}.png") as image:
+            assert min(image.size) > 50, figure
+    card = json.loads((workdir / "results/dataset_card.json").read_text())
+    assert card["certificate"]["DigiFace sources flagged as leaks"] == 1
+    # Seconds the jobs ran, from their benchmarks: every rule that ran before the report.
+    assert set(card["job_seconds"]["by_rule"]) >= {"plan", "generate", "aggregate", "evaluate"}
+
+
+def test_the_plans_gates_drop_exactly_the_planted_identities(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "gates")
+    before = raw_images(workdir)
+    change_config(workdir, "plan.max_real_similarity", 0.99)
+    change_config(workdir, "plan.max_prototype_similarity", 0.99)
+    jobs = planned_jobs(workdir)
+    assert {rule for rule in jobs if rule != "all"} == {
+        "plan",
+        "generate",
+        "aggregate",
+        "evaluate",
+        "report",
+    }
+    snakemake(workdir)
+    assert reused_and_made(workdir)[1] == 0  # the kept identities' images are reused
+    rows = read_table(workdir / "results/manifest.parquet")
+    dropped = {r["identity"]: r["message"] for r in rows if r["status"] == "skipped"}
+    assert set(dropped) == {PLANTED_LEAK, "7", "8", "9"}
+    assert "plan.max_real_similarity" in dropped[PLANTED_LEAK]
+    assert "ffhq:00000/00023.png" in dropped[PLANTED_LEAK]
+    assert "plan.max_prototype_similarity" in dropped["7"] and "identity 6" in dropped["7"]
+    after = raw_images(workdir)
+    assert all(after[key] == before[key] for key in after)
+    assert set(before) - set(after) == {(i, k) for i in ("5", "7") for k in range(4)}
+    # The evaluation still shows the dropped identities, flagged, with the plan's reason.
+    sources = pq.read_table(workdir / "results/evaluation/sources.parquet").to_pylist()
+    status = {r["identity"]: (r["status"], r["leak"], r["collision"]) for r in sources}
+    assert status[PLANTED_LEAK] == ("skipped", True, False)
+    assert status["7"] == ("skipped", False, True)
+
+
+def test_the_quality_gates_reject_in_their_documented_order(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "quality")
+    before = {
+        (r["identity"], r["image_index"]): r["nearest_real_cos"]
+        for r in pq.read_table(run / "results/evaluation/images.parquet").to_pylist()
+    }
+    limit = float(np.median(list(before.values())))
+    change_config(workdir, "quality.max_real_similarity", limit)
+    change_config(workdir, "quality.max_identity_similarity", 0.99)
+    assert planned_jobs(workdir) == {"aggregate": 1, "evaluate": 1, "report": 1, "all": 1}
+    snakemake(workdir)
+    rows = read_table(workdir / "results/manifest.parquet")
+    reason = {(r["identity"], r["image_index"]): r["reject_reason"] for r in rows}
+    # Every image that passed before now fails for its nearest real face exactly when that
+    # face is at least the limit close; the first rule to apply gives the reason.
+    for key, cosine in before.items():
+        assert (reason[key] == "near_real_face") == (cosine >= limit), (key, cosine)
+    # Identity collisions, recomputed by brute force: over the images still passing, each
+    # identity in manifest order is kept unless its centre is >= 0.99 to a kept one's.
+    with h5py.File(run / "results/embeddings/generated.h5") as file:
+        names = [n.decode() for n in file["identity"][()]]
+        keys = zip(names, file["image_index"][()].tolist(), strict=True)
+        embedding = dict(zip(keys, file["embedding"][()], strict=True))
+    centres = {}
+    for (identity, k), cosine in before.items():
+        if cosine < limit:
+            centres.setdefault(identity, []).append(embedding[(identity, k)].astype(float))
+    kept_centres, expected = [], set()
+    for identity, vectors in centres.items():
+        centre = np.mean(vectors, axis=0)
+        centre /= np.linalg.norm(centre)
+        if all(centre @ other < 0.99 for other in kept_centres):
+            kept_centres.append(centre)
+            expected.add(identity)
+    assert {r["identity"] for r in rows if r["passed"]} == expected
+    collided = {i for (i, _), r in reason.items() if r == "identity_collision"}
+    assert collided == set(centres) - expected and collided
+
+
+def test_a_dataset_with_no_passed_image_gets_a_certificate_saying_so(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "empty")
+    change_config(workdir, "quality.min_det_score", 1.0)
+    snakemake(workdir)
+    evaluation = json.loads((workdir / "results/evaluation.json").read_text())
+    assert evaluation["status"].startswith("no passed images")
+    assert "generated" not in evaluation
+    assert evaluation["sources"]["leakage"]["flagged_identities"] == [PLANTED_LEAK]
+    card = json.loads((workdir / "results/dataset_card.json").read_text())
+    assert card["passed_images"] == 0 and card["certificate"]["verification EER (%)"] is None

@@ -8,7 +8,7 @@ in onnx_models, which reports keypoints at the same proportions, aligns them ont
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -428,18 +428,38 @@ def _background(shot: _Shot, side: int, texture: np.random.Generator | None) -> 
     return Image.fromarray(np.concatenate([rgb, alpha], axis=2))
 
 
+# Planted for the evaluation to find (digi2real.evaluation; demo.yaml's thresholds): identity
+# PLANTED_TWIN[1] is PLANTED_TWIN[0] again, the same face in the same scenes a pixel apart, and
+# identity PLANTED_LEAK is a real face: FFHQ-like image PLANTED_LEAK_FFHQ shows the same person,
+# and its DigiFace-like images vary only its pose, so its prototype is that face. The demo's
+# recognizer does not tell its drawn identities apart (any two prototypes can be 0.95 alike),
+# so only a near-copy stands out, at 0.99.
+PLANTED_TWIN = (6, 7)
+PLANTED_LEAK = 5
+PLANTED_LEAK_FFHQ = 23
+
+
 def _digiface_parts(
     identity: int, image_index: int, size: int, seed: int
 ) -> tuple[_Identity, _Shot, _Placement]:
+    unit = size / 112
+    place = _Placement(size, (56.0 * unit, 60.0 * unit), unit)
+    if identity == PLANTED_TWIN[1]:
+        person, shot, _ = _digiface_parts(PLANTED_TWIN[0], image_index, size, seed)
+        return person, replace(shot, shift=(shot.shift[0] + 1.0, shot.shift[1])), place
     person = _identity(identity, seed, _IDENTITY_STREAM, _SKIN_TONES)
     shot = _shot(identity, image_index, seed, _SHOT_STREAM)
-    unit = size / 112
-    return person, shot, _Placement(size, (56.0 * unit, 60.0 * unit), unit)
+    if identity == PLANTED_LEAK:
+        scene = _shot(identity, 0, seed, _SHOT_STREAM)
+        shot = replace(scene, angle=shot.angle / 4, shift=(shot.shift[0] / 3, shot.shift[1] / 3))
+    return person, shot, place
 
 
 def _ffhq_parts(index: int, size: int, seed: int) -> tuple[_Identity, _Shot, _Placement]:
     person = _identity(index, seed, _FFHQ_STREAM, _FFHQ_SKIN_TONES)
     shot = _shot(index, 0, seed, _FFHQ_STREAM)
+    if index == PLANTED_LEAK_FFHQ:  # the real face behind DigiFace-like identity PLANTED_LEAK
+        return _digiface_parts(PLANTED_LEAK, 0, size, seed)
     # FFHQ crops are looser than DigiFace's: the face ellipse spans about 55% of the width.
     unit = size / 112 * 0.82
     return person, shot, _Placement(size, (size / 2, size / 2 + 2 * unit), unit)
@@ -455,7 +475,7 @@ def draw_ffhq_face(index: int, size: int = 128, *, seed: int = 0) -> Image.Image
     """One FFHQ-like image (RGB): smoother shading, texture noise, a looser crop."""
     person, shot, place = _ffhq_parts(index, size, seed)
     texture = np.random.default_rng([seed, _FFHQ_STREAM, index, 1])
-    return _render(person, shot, place, texture)
+    return _render(person, shot, place, None if index == PLANTED_LEAK_FFHQ else texture)
 
 
 def _landmarks(person: _Identity, shot: _Shot, place: _Placement) -> np.ndarray:

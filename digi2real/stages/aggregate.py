@@ -14,6 +14,8 @@ CONFIG_KEYS = [
     "quality.min_det_score",
     "quality.min_cos_prototype",
     "quality.min_images_per_identity",
+    "quality.max_real_similarity",
+    "quality.max_identity_similarity",
 ]
 
 
@@ -24,24 +26,62 @@ def run(
     out: Path,
     dataset: Path,
     embeddings: Path,
+    real: Path | None = None,
 ) -> None:
     """Shard `manifests` (under `results`) -> the manifest `out`, the `dataset` folder and the
-    `embeddings` of every generated image with a face, marked passed or not."""
+    `embeddings` of every generated image with a face, marked passed or not. `real`: the FFHQ
+    embeddings, for quality.max_real_similarity."""
     import numpy as np
 
     from digi2real.dataset import Thresholds, apply_filter
+    from digi2real.errors import DataError
+    from digi2real.evaluation import nearest
     from digi2real.formats import (
         EMBEDDINGS,
         GeneratedEmbeddings,
+        read_embeddings,
         read_generated_embeddings,
         read_shard_manifests,
         write_dataset,
         write_generated_embeddings,
         write_manifest,
     )
+    from digi2real.status import Status
 
-    table = apply_filter(read_shard_manifests(manifests, results), Thresholds.from_config(config))
+    thresholds = Thresholds.from_config(config)
+    table = read_shard_manifests(manifests, results)
     shards = [read_generated_embeddings(manifest.parent / EMBEDDINGS) for manifest in manifests]
+    # Each manifest row's embedding (zeros without a face) and nearest real face (NaN without),
+    # for the gates that need them.
+    row_embedding = real_cos = None
+    if thresholds.max_real_similarity is not None or thresholds.max_identity_similarity is not None:
+        row_of = {
+            key: row
+            for row, key in enumerate(
+                zip(
+                    table.column("identity").to_pylist(),
+                    table.column("image_index").to_pylist(),
+                    strict=True,
+                )
+            )
+        }
+        row_embedding = np.zeros((len(table), 512), np.float32)
+        for shard in shards:
+            rows = [
+                row_of[key] for key in zip(shard.identity, shard.image_index.tolist(), strict=True)
+            ]
+            row_embedding[rows] = shard.embedding
+    if thresholds.max_real_similarity is not None:
+        if real is None:
+            raise DataError("quality.max_real_similarity is set but no real embeddings were given")
+        faces = read_embeddings(real)
+        has_face = np.any(row_embedding != 0, axis=1)
+        real_cos = np.full(len(table), np.nan)
+        if np.any(faces.status == Status.OK):
+            real_cos[has_face], _ = nearest(
+                row_embedding[has_face], faces.embedding[faces.status == Status.OK]
+            )
+    table = apply_filter(table, thresholds, real_cos, row_embedding)
     kept = table.filter(table.column("passed"))
     passed = set(
         zip(

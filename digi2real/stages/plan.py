@@ -9,10 +9,12 @@ from digi2real.config import Config
 CONFIG_KEYS = ["seed", "plan"]
 
 
-def run(config: Config, embeddings: Path, outputs: list[Path]) -> None:
+def run(config: Config, embeddings: Path, outputs: list[Path], real: Path | None = None) -> None:
     """The plan of each generation shard into `outputs` (shard 0, 1, ...), identities cut in
     selection order. Shards past the last identity (a selection larger than the folder) get
-    empty plans, so the workflow's shard list can follow from the config alone."""
+    empty plans, so the workflow's shard list can follow from the config alone. The gates
+    (plan.max_real_similarity against the `real` embeddings, plan.max_prototype_similarity)
+    drop identities before any shard is cut, so a dropped identity keeps its slot."""
     from digi2real import layout
     from digi2real.config import config_hash
     from digi2real.errors import DataError
@@ -32,9 +34,10 @@ def run(config: Config, embeddings: Path, outputs: list[Path]) -> None:
             f"{embeddings}: {len(identities)} identities need {needed} shards of "
             f"plan.identities_per_shard={per_shard}, but {len(outputs)} outputs were given"
         )
+    dropped = gates(config, table, identities, settings, real)
     for shard, path in enumerate(outputs):
         shard_plan = plan_identities(
-            table, identities[shard * per_shard : (shard + 1) * per_shard], settings, shard
+            table, identities[shard * per_shard : (shard + 1) * per_shard], settings, shard, dropped
         )
         shard_plan.attrs = {
             "n_shards": len(outputs),
@@ -43,4 +46,50 @@ def run(config: Config, embeddings: Path, outputs: list[Path]) -> None:
             "config_sha256": config_hash(config),
         }
         write_plan(path, shard_plan)
-    log.info("plan: %d identities in %d shards", len(identities), len(outputs))
+    log.info(
+        "plan: %d identities in %d shards, %d dropped by the gates",
+        len(identities),
+        len(outputs),
+        len(dropped),
+    )
+
+
+def gates(config: Config, table, identities: list[str], settings, real: Path | None) -> dict:
+    """The identities the plan's gates drop, with their reasons (empty when both are off)."""
+    import numpy as np
+
+    from digi2real.errors import DataError
+    from digi2real.formats import read_embeddings
+    from digi2real.planning import gate_identities, group_by_identity, prototypes_of
+    from digi2real.status import Status
+
+    max_real = config["plan"]["max_real_similarity"]
+    max_prototype = config["plan"]["max_prototype_similarity"]
+    if max_real is None and max_prototype is None:
+        return {}
+    real_embeddings, real_labels = np.zeros((0, 512), np.float32), []
+    if max_real is not None:
+        if real is None:
+            raise DataError("plan.max_real_similarity is set but no real embeddings were given")
+        faces = read_embeddings(real)
+        ok = faces.status == Status.OK
+        real_embeddings = faces.embedding[ok]
+        real_labels = [f"ffhq:{path}" for path, keep in zip(faces.path, ok, strict=True) if keep]
+    rows = group_by_identity(table)
+    eligible = np.array(
+        [
+            sum(table.status[row] == Status.OK for row in rows.get(name, []))
+            >= settings.min_source_images
+            for name in identities
+        ],
+        bool,
+    )
+    return gate_identities(
+        identities,
+        prototypes_of(table, identities),
+        eligible,
+        real_embeddings,
+        real_labels,
+        max_real,
+        max_prototype,
+    )

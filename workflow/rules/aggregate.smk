@@ -1,6 +1,9 @@
 rule aggregate:
     input:
-        expand(results("shards/{shard}/manifest.parquet"), shard=GENERATION_SHARDS),
+        manifests=expand(
+            results("shards/{shard}/manifest.parquet"), shard=GENERATION_SHARDS
+        ),
+        real=real_faces_for("quality"),
     output:
         manifest=results("manifest.parquet"),
         csv=results("manifest.csv"),
@@ -20,7 +23,8 @@ rule aggregate:
         # The quality thresholds are read here only: changing them never regenerates images.
         config=settings(stages.aggregate),
         results=lambda wildcards, output: os.path.dirname(output[0]),
+        real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
     shell:
         "python -m digi2real aggregate --config {params.config:q} --results {params.results}"
         " --out {output.manifest} --dataset {output.dataset} --embeddings {output.embeddings}"
-        " {input} > {log} 2>&1"
+        " {params.real} {input.manifests} > {log} 2>&1"

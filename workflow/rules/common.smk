@@ -18,6 +18,7 @@ from digi2real.errors import Digi2RealError
 import digi2real.stages.aggregate
 import digi2real.stages.embed
 import digi2real.stages.estimate_delta
+import digi2real.stages.evaluate
 import digi2real.stages.generate
 import digi2real.stages.hash_models
 import digi2real.stages.index_digiface
@@ -138,3 +139,11 @@ def generation_runtime(wildcards, attempt):
     )
     minutes = 10 + 2 * images * config["cluster"]["seconds_per_image"] / 60
     return round(minutes * (1 + 0.5 * (attempt - 1)))
+
+
+def real_faces_for(section):
+    """The FFHQ embeddings, as an input of a rule whose `<section>.max_real_similarity` gate is
+    set; nothing when it is off, so turning it on or off reruns only that rule."""
+    if config[section]["max_real_similarity"] is None:
+        return []
+    return results("embeddings/ffhq.h5")

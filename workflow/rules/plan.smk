@@ -1,6 +1,7 @@
 rule plan:
     input:
-        results("embeddings/digiface.h5"),
+        digiface=results("embeddings/digiface.h5"),
+        real=real_faces_for("plan"),
     output:
         expand(results("plan/{shard}.h5"), shard=GENERATION_SHARDS),
     log:
@@ -15,6 +16,7 @@ rule plan:
         *ENVMODULES["cpu"],
     params:
         config=settings(stages.plan),
+        real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
     shell:
-        "python -m digi2real plan --config {params.config:q} --embeddings {input}"
-        " --out {output} > {log} 2>&1"
+        "python -m digi2real plan --config {params.config:q} --embeddings {input.digiface}"
+        " {params.real} --out {output} > {log} 2>&1"
