@@ -13,7 +13,7 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    dataset="digiface|ffhq",
+    dataset="digiface|ffhq|gallery",
     shard=r"\d+",
 
 

@@ -56,6 +56,13 @@ def cmd_index_ffhq(args) -> int:
     return 0
 
 
+def cmd_index_gallery(args) -> int:
+    from digi2real.stages import index_gallery
+
+    index_gallery.run(stage_config(args, "index_gallery"), Path(args.out))
+    return 0
+
+
 def cmd_embed(args) -> int:
     from digi2real.stages import embed
 
@@ -64,10 +71,36 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_embed_for_evaluation(args) -> int:
+    from digi2real.stages import embed_for_evaluation
+
+    config = stage_config(args, "embed_for_evaluation", dataset=args.dataset)
+    embed_for_evaluation.run(
+        config, args.dataset, Path(args.index), args.shard, args.shard_size, Path(args.out)
+    )
+    return 0
+
+
+def cmd_embed_generated(args) -> int:
+    from digi2real.stages import embed_generated
+
+    embed_generated.run(stage_config(args, "embed_generated"), Path(args.manifest), Path(args.out))
+    return 0
+
+
 def cmd_merge_embeddings(args) -> int:
     from digi2real.stages import merge_embeddings
 
     merge_embeddings.run(Path(args.index), [Path(p) for p in args.inputs], Path(args.out))
+    return 0
+
+
+def cmd_merge_embeddings_for_evaluation(args) -> int:
+    from digi2real.stages import merge_embeddings_for_evaluation
+
+    merge_embeddings_for_evaluation.run(
+        Path(args.index), [Path(p) for p in args.inputs], Path(args.out)
+    )
     return 0
 
 
@@ -82,7 +115,7 @@ def cmd_estimate_delta(args) -> int:
 def cmd_plan(args) -> int:
     from digi2real.stages import plan
 
-    real = Path(args.real) if args.real else None
+    real = [Path(p) for p in args.real or []]
     plan.run(stage_config(args, "plan"), Path(args.embeddings), [Path(p) for p in args.out], real)
     return 0
 
@@ -113,7 +146,7 @@ def cmd_aggregate(args) -> int:
         Path(args.out),
         Path(args.dataset),
         Path(args.embeddings),
-        Path(args.real) if args.real else None,
+        [Path(p) for p in args.real or []],
     )
     return 0
 
@@ -124,12 +157,13 @@ def cmd_evaluate(args) -> int:
     evaluate.run(
         stage_config(args, "evaluate"),
         Path(args.manifest),
-        Path(args.generated),
+        [Path(p) for p in args.generated],
         Path(args.digiface),
         Path(args.ffhq),
         [Path(p) for p in args.plans],
         Path(args.out),
         Path(args.tables),
+        Path(args.gallery) if args.gallery else None,
     )
     return 0
 
@@ -174,14 +208,46 @@ def parser() -> argparse.ArgumentParser:
     p = command("index-ffhq", cmd_index_ffhq, "select the FFHQ images")
     p.add_argument("--out", required=True, help="index .parquet to write")
 
+    p = command("index-gallery", cmd_index_gallery, "list the real-face gallery's images")
+    p.add_argument("--out", required=True, help="index .parquet to write")
+
     p = command("embed", cmd_embed, "ArcFace embeddings of one shard of an index")
-    p.add_argument("dataset", choices=["digiface", "ffhq"])
+    p.add_argument("dataset", choices=["digiface", "ffhq", "gallery"])
     p.add_argument("--index", required=True, help="index .parquet of the dataset")
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
     p.add_argument("--out", required=True, help="embeddings .h5 to write")
 
+    p = command(
+        "embed-for-evaluation",
+        cmd_embed_for_evaluation,
+        "embeddings of one shard of an index, with evaluation.recognizer",
+    )
+    p.add_argument("dataset", choices=["digiface", "ffhq", "gallery"])
+    p.add_argument("--index", required=True, help="index .parquet of the dataset")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
+    p.add_argument("--out", required=True, help="embeddings .h5 to write")
+
+    p = command(
+        "embed-generated",
+        cmd_embed_generated,
+        "a generation shard's aligned crops embedded with evaluation.recognizer",
+    )
+    p.add_argument("--manifest", required=True, help="shards/<shard>/manifest.parquet")
+    p.add_argument("--out", required=True, help="generated-embeddings .h5 to write")
+
     p = command("merge-embeddings", cmd_merge_embeddings, "concatenate embedding shards", False)
+    p.add_argument("--index", required=True, help="the index the shards were cut from")
+    p.add_argument("--out", required=True, help="embeddings .h5 to write")
+    p.add_argument("inputs", nargs="+", help="embedding shards, in shard order")
+
+    p = command(
+        "merge-embeddings-for-evaluation",
+        cmd_merge_embeddings_for_evaluation,
+        "concatenate the shards embedded with evaluation.recognizer",
+        False,
+    )
     p.add_argument("--index", required=True, help="the index the shards were cut from")
     p.add_argument("--out", required=True, help="embeddings .h5 to write")
     p.add_argument("inputs", nargs="+", help="embedding shards, in shard order")
@@ -193,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("plan", cmd_plan, "prototypes, conditions and seeds, one file per shard")
     p.add_argument("--embeddings", required=True, help="DigiFace embeddings .h5")
-    p.add_argument("--real", help="FFHQ embeddings .h5, for plan.max_real_similarity")
+    p.add_argument("--real", nargs="+", help="real faces' embeddings .h5 (FFHQ, the gallery)")
     p.add_argument("--out", nargs="+", required=True, help="plan files, shard 0, 1, ... in order")
 
     p = command("hash-models", cmd_hash_models, "the sha256 of every model file")
@@ -210,14 +276,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="manifest.parquet to write")
     p.add_argument("--dataset", required=True, help="dataset folder to write")
     p.add_argument("--embeddings", required=True, help="embeddings/generated.h5 to write")
-    p.add_argument("--real", help="FFHQ embeddings .h5, for quality.max_real_similarity")
+    p.add_argument("--real", nargs="+", help="real faces' embeddings .h5 (FFHQ, the gallery)")
     p.add_argument("manifests", nargs="+", help="shard manifests")
 
     p = command("evaluate", cmd_evaluate, "the dataset's certificate, from its embeddings")
     p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
-    p.add_argument("--generated", required=True, help="embeddings/generated.h5")
+    p.add_argument(
+        "--generated", nargs="+", required=True, help="embeddings/generated.h5, or one per shard"
+    )
     p.add_argument("--digiface", required=True, help="embeddings/digiface.h5")
     p.add_argument("--ffhq", required=True, help="embeddings/ffhq.h5, the real faces")
+    p.add_argument("--gallery", help="embeddings/gallery.h5, more real faces")
     p.add_argument("--plans", nargs="+", required=True, help="plan files, in shard order")
     p.add_argument("--out", required=True, help="evaluation.json to write")
     p.add_argument("--tables", required=True, help="folder of the evaluation's tables")

@@ -28,7 +28,7 @@ Config = dict[str, Any]
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 # Sections whose `face:` overrides the top-level `face:` key by key.
-FACE_SECTIONS = ("digiface", "ffhq", "quality")
+FACE_SECTIONS = ("digiface", "ffhq", "gallery", "quality")
 # Method defaults (METHOD.md) and those of Arc2Face's LCM-LoRA fast mode (its README).
 STEPS = {"standard": 25, "fast": 4}
 GUIDANCE = {"standard": 3.0, "fast": 1.0}
@@ -60,8 +60,8 @@ def resolve_config(raw: Config, source: str = "config") -> Config:
     starts every error message.
 
     Defaults that depend on other keys are resolved here and nowhere else:
-    - `digiface.face`, `ffhq.face` and `quality.face` inherit each key they leave out from
-      `face:` (DigiFace, FFHQ and the generated images may each need their own detection);
+    - `digiface.face`, `ffhq.face`, `gallery.face` and `quality.face` inherit each key they
+      leave out from `face:` (each image source may need its own detection);
     - `generation.steps`, `generation.guidance` and `generation.scheduler`, left null, are
       the method's 25, 3.0 and dpmsolver++, or with `models.lcm_lora` set the fast mode's 4,
       1.0 and lcm.

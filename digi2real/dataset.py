@@ -166,7 +166,10 @@ def dataset_card(table: pa.Table, config: Config, model_hashes: dict[str, str]) 
 def sample_grid(
     table: pa.Table, results: Path, path: Path, rows: int = 8, per_row: int = 8
 ) -> None:
-    """Passed aligned crops, one identity a row: the picture a person checks first."""
+    """Passed aligned crops, one identity a row, labelled with the identity on the left: the
+    picture a person checks first."""
+    from PIL import ImageDraw
+
     passed = table.filter(table.column("passed"))
     by_identity: dict[str, list[str]] = {}
     for identity, image in zip(
@@ -176,10 +179,15 @@ def sample_grid(
     ):
         if len(by_identity) < rows or identity in by_identity:
             by_identity.setdefault(identity, []).append(image)
-    grid = Image.new("RGB", (112 * per_row, 112 * max(1, len(by_identity))), (255, 255, 255))
-    for row, images in enumerate(by_identity.values()):
+    label = 80  # pixels of the identity column
+    grid = Image.new(
+        "RGB", (label + 112 * per_row, 112 * max(1, len(by_identity))), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(grid)
+    for row, (identity, images) in enumerate(by_identity.items()):
+        draw.text((4, 112 * row + 50), identity[:12], fill=(0, 0, 0))
         for col, image in enumerate(images[:per_row]):
             with Image.open(results / image) as crop:
-                grid.paste(crop.convert("RGB"), (112 * col, 112 * row))
+                grid.paste(crop.convert("RGB"), (label + 112 * col, 112 * row))
     with atomic_path(path) as temporary:
         grid.save(temporary, format="PNG")

@@ -19,12 +19,17 @@ from digi2real.pose import pose_spread
 # Cosine thresholds: 0.3 is DCFace's (an IR101 model at FMR 1e-4), 0.4 Vec2Face's.
 THRESHOLDS = (0.3, 0.4, 0.5)
 FMR_TARGETS = (1e-2, 1e-3, 1e-4)
-BLOCK_ROWS = 4096  # rows of a similarity block: 4096 x 70,000 float32 is 1.1 GB at most
+BLOCK_ROWS = 4096  # query rows of a similarity block
+GALLERY_BLOCK = 32_768  # gallery rows of a block: 4096 x 32,768 float32 is 512 MB at most
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm (zero rows stay zero); rows already unit are returned as they
+    are, without a copy: 400,000 embeddings are 800 MB."""
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if len(vectors) and np.all(np.abs(norms - 1) < 1e-4):
+        return vectors
     return vectors / np.where(norms > 0, norms, 1)
 
 
@@ -32,13 +37,29 @@ def identity_centres(
     embeddings: np.ndarray, labels: list[str]
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Identities in order of first appearance, their centres (the renormalised mean of their
-    embeddings) and each row's identity position."""
+    embeddings) and each row's identity position. Summed in float64, a chunk of rows at a time."""
     names = list(dict.fromkeys(labels))
     position = {name: k for k, name in enumerate(names)}
     index = np.fromiter((position[label] for label in labels), np.int64, len(labels))
     sums = np.zeros((len(names), embeddings.shape[1]), np.float64)
-    np.add.at(sums, index, embeddings)
+    order = np.argsort(index, kind="stable")  # rows of one identity side by side
+    for start in range(0, len(order), BLOCK_ROWS * 16):
+        rows = order[start : start + BLOCK_ROWS * 16]
+        groups = index[rows]
+        first = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+        # One sum per run of an identity's rows, then the runs into their identity's row (an
+        # identity cut by a chunk boundary has two runs).
+        np.add.at(sums, groups[first], np.add.reduceat(embeddings[rows].astype(np.float64), first))
     return names, unit(sums), index
+
+
+def cosine_to_centre(embeddings: np.ndarray, centres: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each row's cosine to its identity's centre, a chunk of rows at a time."""
+    out = np.empty(len(index), np.float32)
+    for start in range(0, len(index), BLOCK_ROWS * 16):
+        rows = slice(start, start + BLOCK_ROWS * 16)
+        out[rows] = np.einsum("ij,ij->i", embeddings[rows], centres[index[rows]])
+    return out
 
 
 # --- consistency and uniqueness ----------------------------------------------------------------
@@ -48,7 +69,7 @@ def consistency(embeddings: np.ndarray, labels: list[str]) -> dict:
     """The share of images whose cosine to their own identity's centre is at least each
     threshold, and per identity the mean of those cosines."""
     names, centres, index = identity_centres(embeddings, labels)
-    to_centre = np.einsum("ij,ij->i", embeddings, centres[index])
+    to_centre = cosine_to_centre(embeddings, centres, index)
     per_identity = np.bincount(index, weights=to_centre, minlength=len(names))
     per_identity /= np.bincount(index, minlength=len(names))
     return {
@@ -107,10 +128,11 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
 def genuine_scores(embeddings: np.ndarray, labels: list[str]) -> np.ndarray:
     """The cosine of every pair of images of the same identity."""
     _, _, index = identity_centres(embeddings, labels)
+    order = np.argsort(index, kind="stable")  # each identity's rows together, in one pass
+    bounds = np.flatnonzero(np.diff(index[order])) + 1
     scores = []
-    for identity in range(index.max() + 1 if len(index) else 0):
-        rows = embeddings[index == identity]
-        similar = rows @ rows.T
+    for rows in np.split(order, bounds) if len(order) else []:
+        similar = embeddings[rows] @ embeddings[rows].T
         scores.append(similar[np.triu_indices(len(rows), k=1)])
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
@@ -219,13 +241,19 @@ def verification(
 
 
 def nearest(queries: np.ndarray, gallery: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each query row, the cosine to its nearest gallery row and that row's position."""
+    """For each query row, the cosine to its nearest gallery row and that row's position (the
+    first, on a tie). Blocks of both, so memory does not grow with the gallery."""
     best = np.full(len(queries), -np.inf, np.float32)
     where = np.zeros(len(queries), np.int64)
     for start in range(0, len(queries), BLOCK_ROWS):
-        similar = queries[start : start + BLOCK_ROWS] @ gallery.T
-        where[start : start + BLOCK_ROWS] = similar.argmax(axis=1)
-        best[start : start + BLOCK_ROWS] = similar.max(axis=1)
+        rows = slice(start, start + BLOCK_ROWS)
+        for low in range(0, len(gallery), GALLERY_BLOCK):
+            similar = queries[rows] @ gallery[low : low + GALLERY_BLOCK].T
+            column = similar.argmax(axis=1)
+            value = similar[np.arange(len(similar)), column]
+            better = value > best[rows]
+            best[rows] = np.where(better, value, best[rows])
+            where[rows] = np.where(better, low + column, where[rows])
     return best, where
 
 
@@ -425,7 +453,7 @@ def evaluate_generated(
     embeddings = unit(embeddings)
     names, centres, index = identity_centres(embeddings, labels)
     sizes = np.bincount(index, minlength=len(names))
-    to_centre = np.einsum("ij,ij->i", embeddings, centres[index])
+    to_centre = cosine_to_centre(embeddings, centres, index)
     # A single image is its own centre: its cosine of 1 says nothing about consistency.
     several = sizes[index] > 1
     per_identity = np.bincount(index, weights=to_centre, minlength=len(names)) / np.maximum(

@@ -158,9 +158,10 @@ class FacePipeline:
             yield from self.process_images(batch)
 
 
-def face_pipeline_from_config(config, section: str) -> FacePipeline:
-    """The face pipeline of `<section>.face` (digiface, ffhq or quality), resolved: a key it
-    leaves out was inherited from `face:` (digi2real.config.resolve_config)."""
+def face_pipeline_from_config(config, section: str, recognizer=None) -> FacePipeline:
+    """The face pipeline of `<section>.face` (digiface, ffhq, gallery or quality), resolved: a
+    key it leaves out was inherited from `face:` (digi2real.config.resolve_config). It embeds
+    with the model of `recognizer` (a models.ModelSpec), by default the generator's ArcFace."""
     from digi2real.models import (
         ARCFACE,
         DETECTOR,
@@ -170,13 +171,15 @@ def face_pipeline_from_config(config, section: str) -> FacePipeline:
         onnx_providers,
     )
 
+    recognizer = recognizer or ARCFACE
+
     settings = config[section]["face"]
     providers = onnx_providers(str(settings["providers"]))
     prealigned = bool(settings["prealigned"])
     detector = None if prealigned else load_detector(model_path(config, DETECTOR), providers)
     return FacePipeline(
         detector,
-        load_recognizer(model_path(config, ARCFACE), providers),
+        load_recognizer(model_path(config, recognizer), providers, recognizer),
         det_size=int(settings["det_size"]),
         det_thresh=float(settings["det_thresh"]),
         pad=float(settings["pad"]),

@@ -144,6 +144,19 @@ def read_embeddings(path: str | Path) -> EmbeddingTable:
         )
 
 
+def read_real_faces(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
+    """The `ok` embeddings of real-face files (FFHQ, the gallery) and a label for each,
+    `<dataset>:<path>`, e.g. `ffhq:00000/00023.png`."""
+    embeddings, labels = [np.zeros((0, 512), np.float32)], []
+    for path in paths:
+        table = read_embeddings(path)
+        ok = table.status == 0
+        dataset = str(table.attrs.get("dataset", Path(path).stem))
+        embeddings.append(table.embedding[ok].astype(np.float32))
+        labels += [f"{dataset}:{p}" for p, keep in zip(table.path, ok, strict=True) if keep]
+    return np.concatenate(embeddings), labels
+
+
 def iter_ok_embeddings(path: str | Path, chunk_size: int) -> Iterator[np.ndarray]:
     """The OK rows of an embeddings file, `chunk_size` at a time, never all in memory."""
     with open_h5(path, "an embeddings file") as file:

@@ -82,3 +82,14 @@ def index_ffhq(config: Config) -> Index:
         files = [files[i] for i in sorted(rng.choice(len(files), size=count, replace=False))]
     paths = [str(p.relative_to(root)) for p in files]
     return Index(list(range(len(paths))), [""] * len(paths), paths, str(root))
+
+
+def index_gallery(config: Config) -> Index:
+    """Every image under `gallery.root`; its identity is the first folder of its path."""
+    root = Path(config["gallery"]["root"]).expanduser()
+    files = ffhq_image_files(root, "gallery.root")
+    if not files:
+        raise DataError(f"config key gallery.root: {root} holds no images")
+    paths = [str(p.relative_to(root)) for p in files]
+    identities = [Path(path).parts[0] if len(Path(path).parts) > 1 else "" for path in paths]
+    return Index(list(range(len(paths))), identities, paths, str(root))

@@ -96,10 +96,11 @@ def count_selected_identities(config: dict) -> int:
     return max(0, available - int(selection["start"]))
 
 
-def ffhq_image_files(root: Path) -> list[Path]:
-    """Every image under the FFHQ root, in sorted order of the relative path."""
+def ffhq_image_files(root: Path, key: str = "ffhq.root") -> list[Path]:
+    """Every image under the FFHQ root (or the gallery's, config `key`), in sorted order of the
+    relative path."""
     if not root.is_dir():
-        raise DataError(f"config key ffhq.root: {root} is not a folder")
+        raise DataError(f"config key {key}: {root} is not a folder")
     files = [
         Path(folder, name) for folder, _, names in os.walk(root) for name in names if is_image(name)
     ]
@@ -112,6 +113,12 @@ def count_ffhq_images(config: dict) -> int:
         # As for the DigiFace selection: known without listing 70,000 files.
         return int(count)
     return len(ffhq_image_files(Path(config["ffhq"]["root"])))
+
+
+def count_gallery_images(config: dict) -> int:
+    """Images of the real-face gallery; 0 when `gallery.root` is null."""
+    root = config["gallery"]["root"]
+    return 0 if root is None else len(ffhq_image_files(Path(root).expanduser(), "gallery.root"))
 
 
 def n_shards(items: int, per_shard: int) -> int:

@@ -68,6 +68,13 @@ LCM_LORA = ModelSpec(
     "the LCM-LoRA weights for SD 1.5 (pytorch_lora_weights.safetensors of lcm-lora-sdv1-5)",
 )
 
+RECOGNIZER = ModelSpec(
+    "evaluation.recognizer",
+    (),
+    "an ArcFace-shaped ONNX recognizer, (N, 3, 112, 112) -> (N, 512), e.g. insightface's "
+    "w600k_r50.onnx",
+)
+
 FACE_MODELS = (ARCFACE, DETECTOR)
 GENERATION_MODELS = (ENCODER, UNET, VAE, TOKENIZER, SCHEDULER)
 
@@ -277,14 +284,15 @@ def load_detector(path: Path, providers: list[str], key: str = DETECTOR.key):
     return model
 
 
-def load_recognizer(path: Path, providers: list[str], key: str = ARCFACE.key):
+def load_recognizer(path: Path, providers: list[str], spec: ModelSpec = ARCFACE):
     from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
-    model = _load_onnx(path, providers, key)
-    if not isinstance(model, ArcFaceONNX):
+    model = _load_onnx(path, providers, spec.key)
+    shaped = isinstance(model, ArcFaceONNX) and tuple(model.input_size) == (112, 112)
+    if not shaped or model.output_shape[-1] != 512:
         raise ModelFileError(
-            f"config key {key}: {path} is not an ArcFace recognition model "
-            f"(insightface read it as {type(model).__name__}); expected {ARCFACE.what}"
+            f"config key {spec.key}: {path} is not an ArcFace recognition model "
+            f"(insightface read it as {type(model).__name__}); expected {spec.what}"
         )
     return model
 

@@ -30,6 +30,8 @@ def preflight(config: Config) -> list[str]:
         needed.append(models.DETECTOR)
     if config["models"]["lcm_lora"] is not None:
         needed.append(models.LCM_LORA)
+    if config["evaluation"]["recognizer"] is not None:
+        needed.append(models.RECOGNIZER)
     for spec in needed:
         path = resolve_path(config, spec.key)
         if path is not None and not built_by_the_demo(config, path):
@@ -41,6 +43,12 @@ def preflight(config: Config) -> list[str]:
     ffhq_root = Path(config["ffhq"]["root"]).expanduser()
     if not built_by_the_demo(config, ffhq_root):
         said.append(_check_ffhq(config["ffhq"]["count"], ffhq_root))
+    if config["gallery"]["root"] is not None:
+        gallery_root = Path(config["gallery"]["root"]).expanduser()
+        found = len(layout.ffhq_image_files(gallery_root, "gallery.root"))
+        if found == 0:
+            raise DataError(f"config key gallery.root: {gallery_root} holds no images")
+        said.append(f"gallery: all {found} images under {gallery_root}")
     return said
 
 

@@ -13,7 +13,7 @@ from digi2real.config import resolve_config
 from digi2real.dataset import Thresholds, apply_filter
 from digi2real.errors import ConfigError, DataError
 from digi2real.formats import EmbeddingTable, read_embeddings, write_embeddings, write_index
-from digi2real.indexing import index_digiface, index_ffhq, select_identities
+from digi2real.indexing import index_digiface, index_ffhq, index_gallery, select_identities
 from digi2real.stages import merge_embeddings
 
 pytestmark = pytest.mark.unit
@@ -171,6 +171,51 @@ def test_merge_accounts_for_every_indexed_row(tmp_path):
     write_embeddings(shards[1], embeddings(["3.png", "9.png"], 1))
     with pytest.raises(DataError, match=r"not embedded: 1, e.g. \['4.png'\]"):
         merge_embeddings.run(tmp_path / "index.parquet", shards, tmp_path / "all.h5")
+
+
+# --- the real-face gallery ------------------------------------------------------------------
+
+
+def test_the_gallery_indexes_every_image_with_its_identity_folder(tmp_path):
+    for path in ("0000045/001.jpg", "0000045/002.JPG", "0000099/a/001.png", "loose.png"):
+        image(tmp_path / path)
+    (tmp_path / "0000045/notes.txt").write_text("not an image")
+    config = resolved(gallery={"root": str(tmp_path)})
+    index = index_gallery(config)
+    assert index.path == ["0000045/001.jpg", "0000045/002.JPG", "0000099/a/001.png", "loose.png"]
+    assert index.identity == ["0000045", "0000045", "0000099", ""]
+    assert index.group == [0, 1, 2, 3]
+    assert layout.count_gallery_images(config) == 4
+    assert layout.count_gallery_images(resolved()) == 0  # no gallery: none
+
+
+def test_a_missing_or_empty_gallery_is_an_error_naming_its_key(tmp_path):
+    with pytest.raises(DataError, match="config key gallery.root: .* is not a folder"):
+        index_gallery(resolved(gallery={"root": str(tmp_path / "nowhere")}))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="config key gallery.root: .* holds no images"):
+        index_gallery(resolved(gallery={"root": str(tmp_path / "empty")}))
+
+
+def test_real_faces_are_the_ok_rows_of_each_file_labelled_by_dataset(tmp_path):
+    from digi2real.formats import read_real_faces
+
+    tables = []
+    for name, paths in (
+        ("ffhq", ["a.png", "b.png"]),
+        ("gallery", ["x/1.png", "x/2.png", "y/1.png"]),
+    ):
+        table = embeddings(paths, 0)
+        table.status[:] = [0, 1, 0][: len(paths)]
+        table.embedding[:, 0] = np.arange(len(paths)) + 1
+        table.attrs["dataset"] = name
+        write_embeddings(tmp_path / f"{name}.h5", table)
+        tables.append(table)
+    vectors, labels = read_real_faces([tmp_path / "ffhq.h5", tmp_path / "gallery.h5"])
+    assert labels == ["ffhq:a.png", "gallery:x/1.png", "gallery:y/1.png"]
+    assert vectors[:, 0].tolist() == [1, 1, 3]
+    empty, none = read_real_faces([])
+    assert empty.shape == (0, 512) and none == []
 
 
 # --- the quality filter ----------------------------------------------------------------------

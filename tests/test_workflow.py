@@ -302,7 +302,11 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         "demo_assets": "demo_assets",
         "index_digiface": "index_digiface",
         "index_ffhq": "index_ffhq",
+        "index_gallery": "index_gallery",
         "embed": "embed/digiface/0",
+        "embed_for_evaluation": "embed_for_evaluation/digiface/0",
+        "merge_embeddings_for_evaluation": "merge_embeddings_for_evaluation/ffhq",
+        "embed_generated": "embed_generated/0",
         "merge_embeddings": "merge_embeddings/ffhq",
         "estimate_delta": "estimate_delta",
         "plan": "plan",
@@ -316,8 +320,17 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
     workdir = copy_run(run, tmp_path / "logs")
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["demo"] = str(tmp_path / "demo")
+    # index_gallery runs only with a gallery, the *_for_evaluation rules with a recognizer.
+    config["gallery"] = {"root": config["ffhq"]["root"]}
+    config["evaluation"]["recognizer"] = config["models"]["arcface"]
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(workdir, str(tmp_path / "demo/built.txt"))
+    targets = [
+        "index/gallery.parquet",
+        "evaluation/embeddings/ffhq.h5",
+        "evaluation/embeddings/digiface/0.h5",
+        "evaluation/embeddings/generated/0.h5",
+    ]
+    snakemake(workdir, str(tmp_path / "demo/built.txt"), *(f"results/{t}" for t in targets))
     for rule, name in jobs.items():
         results = workdir / "results"
         assert (results / f"logs/{name}.log").is_file(), rule
@@ -480,6 +493,11 @@ def test_missing_model_file_is_one_line_naming_the_key(demo_root, zoo, tmp_path)
             "digiface.root",
         ),
         ({"ffhq.count": 5000}, "config key ffhq.count: 5000, but ffhq.root"),
+        ({"gallery.root": "nowhere"}, "config key gallery.root: nowhere is not a folder"),
+        (
+            {"evaluation.recognizer": "nowhere.onnx"},
+            "config key evaluation.recognizer: nowhere.onnx is not a file",
+        ),
     ],
 )
 def test_preflight_stops_the_dry_run_naming_the_key(demo_root, zoo, tmp_path, override, named):
@@ -831,3 +849,101 @@ def test_a_dataset_with_no_passed_image_gets_a_certificate_saying_so(run, tmp_pa
     assert evaluation["sources"]["leakage"]["flagged_identities"] == [PLANTED_LEAK]
     card = json.loads((workdir / "results/dataset_card.json").read_text())
     assert card["passed_images"] == 0 and card["certificate"]["verification EER (%)"] is None
+
+
+def test_a_real_gallery_is_searched_for_leaks_beside_ffhq(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "gallery")
+    results = workdir / "results"
+    # A "real person" whose one photo is a generated, passed crop: prealigned, it embeds to
+    # exactly that image's embedding, so the search must find it at cosine 1.
+    passed = next(r for r in read_table(results / "manifest.parquet") if r["passed"])
+    gallery = tmp_path / "casia"
+    (gallery / "0000045").mkdir(parents=True)
+    shutil.copyfile(results / passed["aligned_path"], gallery / "0000045/001.jpg.png")
+    Image.new("RGB", (112, 112), (90, 110, 160)).save(gallery / "0000045/002.png")  # no face
+    change_config(workdir, "gallery.root", str(gallery))
+    change_config(workdir, "gallery.face", {"prealigned": True})
+    jobs = planned_jobs(workdir)
+    assert jobs == {
+        "index_gallery": 1,
+        "embed": 1,
+        "merge_embeddings": 1,
+        "evaluate": 1,
+        "report": 1,
+        "all": 1,
+    }
+    snakemake(workdir)
+    evaluation = json.loads((results / "evaluation.json").read_text())
+    assert evaluation["gallery"]["gallery"] == 2
+    assert evaluation["yield"]["inputs"]["gallery"]["images"] == 2
+    images = pq.read_table(results / "evaluation/images.parquet").to_pylist()
+    image = next(
+        r
+        for r in images
+        if (r["identity"], r["image_index"]) == (passed["identity"], passed["image_index"])
+    )
+    assert image["nearest_real"] == "gallery:0000045/001.jpg.png"
+    assert image["nearest_real_cos"] > 0.9999
+
+
+def test_a_second_recognizer_embeds_everything_the_evaluation_compares(run, tmp_path):
+    import onnx
+
+    from digi2real.demo import recognizer_model
+    from digi2real.models import file_sha256
+
+    workdir = copy_run(run, tmp_path / "recognizer")
+    results = workdir / "results"
+    recognizer = tmp_path / "w600k_r50.onnx"
+    onnx.save(recognizer_model(seed=7), recognizer)  # another random projection: another space
+    change_config(workdir, "evaluation.recognizer", str(recognizer))
+    jobs = planned_jobs(workdir)
+    shards = len(list((results / "shards").glob("*/manifest.parquet")))
+    assert jobs == {
+        "embed_for_evaluation": len(list((results / "embeddings/digiface").glob("*.h5")))
+        + len(list((results / "embeddings/ffhq").glob("*.h5"))),
+        "merge_embeddings_for_evaluation": 2,
+        "embed_generated": shards,
+        "evaluate": 1,
+        "report": 1,
+        "all": 1,
+    }
+    snakemake(workdir)
+    evaluation = json.loads((results / "evaluation.json").read_text())
+    assert evaluation["recognizer"]["independent_of_generator"] is True
+    assert evaluation["recognizer"]["sha256"] == file_sha256(recognizer)
+    for name in ("digiface", "ffhq"):
+        with h5py.File(results / f"evaluation/embeddings/{name}.h5") as file:
+            assert file.attrs["arcface_sha256"] == file_sha256(recognizer)
+    # The same passed images, measured in the other model's space.
+    ours = pq.read_table(results / "evaluation/images.parquet").to_pylist()
+    theirs = pq.read_table(run / "results/evaluation/images.parquet").to_pylist()
+    assert [(r["identity"], r["image_index"]) for r in ours] == [
+        (r["identity"], r["image_index"]) for r in theirs
+    ]
+    assert any(
+        abs(a["cos_to_centre"] - b["cos_to_centre"]) > 1e-4
+        for a, b in zip(ours, theirs, strict=True)
+    )
+    # Near-copies are near in any model: the planted flags hold in this one too.
+    assert evaluation["sources"]["leakage"]["flagged_identities"] == [PLANTED_LEAK]
+    assert evaluation["sources"]["uniqueness"]["flagged_pairs"] == 1
+
+
+def test_a_recognizer_that_is_not_an_arcface_is_one_line_naming_the_key(run, demo_root, tmp_path):
+    detector = demo_root / "models/antelopev2/scrfd_10g_bnkps.onnx"
+    # The job's inline slice of the config, as the workflow hands it over.
+    config = {
+        "evaluation": {"recognizer": str(detector)},
+        "quality": {"face": {"providers": "cpu", "batch_size": 8}},
+    }
+    job = subprocess.run(
+        [sys.executable, "-m", "digi2real", "embed-generated", "--config", json.dumps(config)]
+        + ["--manifest", str(run / "results/shards/0/manifest.parquet")]
+        + ["--out", str(tmp_path / "out.h5")],
+        capture_output=True,
+        text=True,
+    )
+    named = f"config key evaluation.recognizer: {detector} is not an ArcFace recognition model"
+    assert job.returncode == 2 and named in job.stderr, job.stderr[-2000:]
+    assert "Traceback" not in job.stderr and not (tmp_path / "out.h5").exists()

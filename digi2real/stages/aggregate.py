@@ -26,11 +26,11 @@ def run(
     out: Path,
     dataset: Path,
     embeddings: Path,
-    real: Path | None = None,
+    real: list[Path] | None = None,
 ) -> None:
     """Shard `manifests` (under `results`) -> the manifest `out`, the `dataset` folder and the
-    `embeddings` of every generated image with a face, marked passed or not. `real`: the FFHQ
-    embeddings, for quality.max_real_similarity."""
+    `embeddings` of every generated image with a face, marked passed or not. `real`: the real faces'
+    embeddings files (FFHQ, the gallery), for quality.max_real_similarity."""
     import numpy as np
 
     from digi2real.dataset import Thresholds, apply_filter
@@ -39,14 +39,13 @@ def run(
     from digi2real.formats import (
         EMBEDDINGS,
         GeneratedEmbeddings,
-        read_embeddings,
         read_generated_embeddings,
+        read_real_faces,
         read_shard_manifests,
         write_dataset,
         write_generated_embeddings,
         write_manifest,
     )
-    from digi2real.status import Status
 
     thresholds = Thresholds.from_config(config)
     table = read_shard_manifests(manifests, results)
@@ -72,15 +71,13 @@ def run(
             ]
             row_embedding[rows] = shard.embedding
     if thresholds.max_real_similarity is not None:
-        if real is None:
+        if not real:
             raise DataError("quality.max_real_similarity is set but no real embeddings were given")
-        faces = read_embeddings(real)
+        faces, _ = read_real_faces(real)
         has_face = np.any(row_embedding != 0, axis=1)
         real_cos = np.full(len(table), np.nan)
-        if np.any(faces.status == Status.OK):
-            real_cos[has_face], _ = nearest(
-                row_embedding[has_face], faces.embedding[faces.status == Status.OK]
-            )
+        if len(faces):
+            real_cos[has_face], _ = nearest(row_embedding[has_face], faces)
     table = apply_filter(table, thresholds, real_cos, row_embedding)
     kept = table.filter(table.column("passed"))
     passed = set(

@@ -13,10 +13,17 @@ EMPTY_IDENTITY = "identity folder holds no images"
 
 
 def run(
-    config: Config, dataset: str, index_path: Path, shard: int, shard_size: int, out: Path
+    config: Config,
+    dataset: str,
+    index_path: Path,
+    shard: int,
+    shard_size: int,
+    out: Path,
+    recognizer=None,
 ) -> None:
     """Embed the index rows of `shard` (`shard_size` groups: identities or images) into `out`;
-    every row gets a status."""
+    every row gets a status. `recognizer`: the models.ModelSpec to embed with, by default the
+    generator's ArcFace (embed_for_evaluation passes evaluation.recognizer's)."""
     import numpy as np
 
     from digi2real import models
@@ -27,7 +34,8 @@ def run(
 
     index = read_index(index_path)
     rows = index.rows_of_shard(shard, shard_size)
-    pipeline = face_pipeline_from_config(config, dataset)
+    recognizer = recognizer or models.ARCFACE
+    pipeline = face_pipeline_from_config(config, dataset, recognizer)
     root = Path(index.root)
     image_rows = [row for row in rows if not index.path[row].endswith("/")]
     progress = Progress(f"embed {dataset}", len(image_rows))
@@ -48,7 +56,8 @@ def run(
         "mode": "prealigned" if face["prealigned"] else "detect",
         "det_size": int(face["det_size"]),
         "pad": float(face["pad"]),
-        "arcface_sha256": models.model_sha256(models.model_path(config, models.ARCFACE)),
+        "arcface_sha256": models.model_sha256(models.model_path(config, recognizer)),
+        "recognizer": recognizer.key,
         "shard": shard,
     }
     if not face["prealigned"]:

@@ -16,24 +16,33 @@ CONFIG_KEYS = ["seed", "evaluation"]
 # evaluation/<table>.parquet, documented in docs/file-contracts.md
 TABLES = ("images", "identities", "pairs", "sources", "source_pairs")
 # What the figures rest on; the report repeats it beside them.
-RECOGNIZER_NOTE = (
-    "Measured with the generator's own ArcFace (models.arcface): the generator was conditioned "
-    "on its embeddings, so consistency, uniqueness and EER are optimistic, and leakage is "
-    "searched in the same model's space."
-)
+RECOGNIZER_NOTE = {
+    False: "Measured with the generator's own ArcFace (models.arcface): the generator was "
+    "conditioned on its embeddings, so consistency, uniqueness and EER are optimistic, and "
+    "leakage is searched in the same model's space. Set evaluation.recognizer for figures "
+    "of an independent model.",
+    True: "Measured with evaluation.recognizer, a model the generator was not steered by: "
+    "the generated crops, the DigiFace sources and the real faces are all embedded with it.",
+}
 
 
 def run(
     config: Config,
     manifest_path: Path,
-    generated_path: Path,
+    generated_paths: list[Path],
     digiface_path: Path,
     ffhq_path: Path,
     plan_paths: list[Path],
     out: Path,
     tables: Path,
+    gallery_path: Path | None = None,
 ) -> dict:
-    """The certificate into `out` (JSON) and its tables into the folder `tables`."""
+    """The certificate into `out` (JSON) and its tables into the folder `tables`.
+
+    Every embedding compared is of one model: `generated_paths` (the aggregated
+    embeddings/generated.h5, or one file per shard), `digiface_path`, `ffhq_path` and
+    `gallery_path` are the generator's ArcFace's, or all evaluation.recognizer's. The plans say
+    which identities were planned; the manifest which images passed."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -48,34 +57,50 @@ def run(
         read_embeddings,
         read_generated_embeddings,
         read_plan,
+        read_real_faces,
         write_evaluation,
         write_evaluation_table,
     )
+    from digi2real.planning import prototypes_of
     from digi2real.pose import head_pose
     from digi2real.progress import log
     from digi2real.status import Status
 
     settings = EvaluationSettings.from_config(config)
     manifest = pq.read_table(manifest_path)
-    generated = read_generated_embeddings(generated_path)
-    if generated.passed is None:
-        raise DataError(f"{generated_path}: lacks `passed`; is it a shard's file?")
-    digiface, ffhq = read_embeddings(digiface_path), read_embeddings(ffhq_path)
-    ok = ffhq.status == Status.OK
-    gallery = Gallery(
-        embedding=ffhq.embedding[ok].astype(np.float32),
-        label=[f"ffhq:{path}" for path, keep in zip(ffhq.path, ok, strict=True) if keep],
+    generated = [read_generated_embeddings(path) for path in generated_paths]
+    generated_identity = [name for part in generated for name in part.identity]
+    generated_index = np.concatenate([part.image_index for part in generated])
+    generated_embedding = np.concatenate([part.embedding for part in generated])
+    generated_landmarks = np.concatenate([part.landmarks for part in generated])
+    kept = manifest.filter(manifest.column("passed"))
+    passed_keys = set(
+        zip(
+            kept.column("identity").to_pylist(),
+            kept.column("image_index").to_pylist(),
+            strict=True,
+        )
     )
+    keys = zip(generated_identity, generated_index.tolist(), strict=True)
+    passed = np.array([key in passed_keys for key in keys], bool)
+    if passed.sum() != len(passed_keys):
+        raise DataError(
+            f"{manifest_path}: {len(passed_keys)} passed images, but the generated embeddings "
+            f"hold {int(passed.sum())} of them"
+        )
+    digiface, ffhq = read_embeddings(digiface_path), read_embeddings(ffhq_path)
+    real_files = [ffhq_path] + ([gallery_path] if gallery_path else [])
+    gallery = Gallery(*read_real_faces(real_files))
 
     # 1. The sources: every identity with a prototype, planned or dropped by the plan's gates
-    # (an identity with too few usable source images has none).
+    # (an identity with too few usable source images has none), in the embeddings compared.
     plans = [read_plan(path) for path in plan_paths]
     names = [name for plan in plans for name in plan.identities]
     status = [s for plan in plans for s in plan.identity_status]
     reasons = [r for plan in plans for r in plan.identity_reason]
-    prototypes = np.asarray([p for plan in plans for p in plan.prototypes], np.float32)
-    prototypes = prototypes.reshape(-1, 512)
-    has_prototype = np.any(prototypes != 0, axis=1)
+    planned_prototype = np.asarray([p for plan in plans for p in plan.prototypes], np.float32)
+    has_prototype = np.any(planned_prototype.reshape(-1, 512) != 0, axis=1)
+    prototypes = prototypes_of(digiface, names)
     sources, source_table, source_pairs = evaluate_sources(
         names, prototypes, has_prototype, gallery, settings
     )
@@ -90,16 +115,19 @@ def run(
     )
 
     # 2. The passed images: what users train on.
-    passed = np.asarray(generated.passed, bool)
-    labels = [name for name, keep in zip(generated.identity, passed, strict=True) if keep]
+    labels = [name for name, keep in zip(generated_identity, passed, strict=True) if keep]
+    independent = config["evaluation"]["recognizer"] is not None
     summary: dict = {
         "recognizer": {
-            "model": "models.arcface",
-            "arcface_sha256": digiface.attrs.get("arcface_sha256"),
-            "independent_of_generator": False,
-            "note": RECOGNIZER_NOTE,
+            "model": "evaluation.recognizer" if independent else "models.arcface",
+            "sha256": digiface.attrs.get("arcface_sha256"),
+            "independent_of_generator": independent,
+            "note": RECOGNIZER_NOTE[independent],
         },
-        "gallery": {"ffhq": len(gallery)},
+        "gallery": {
+            dataset: sum(label.startswith(f"{dataset}:") for label in gallery.label)
+            for dataset in ("ffhq", "gallery")
+        },
         "settings": dict(settings.__dict__),
         "status": "ok",
     }
@@ -108,15 +136,18 @@ def run(
         images = identities = pairs = None
         log.warning("evaluate: %s", summary["status"])
     else:
-        angles = head_pose(generated.landmarks[passed])
+        angles = head_pose(generated_landmarks[passed])
         log.info("evaluate: %d passed images against %d real faces", len(labels), len(gallery))
         generated_summary, images, identities, pairs = evaluate_generated(
-            labels, generated.embedding[passed], angles, gallery, settings
+            labels, generated_embedding[passed], angles, gallery, settings
         )
-        images["image_index"] = generated.image_index[passed].tolist()
+        images["image_index"] = generated_index[passed].tolist()
         summary["generated"] = generated_summary
     summary["sources"] = sources
-    summary["yield"] = yield_summary(manifest, names, status, reasons, digiface, ffhq)
+    gallery_table = read_embeddings(gallery_path) if gallery_path else None
+    summary["yield"] = yield_summary(
+        manifest, names, status, reasons, digiface, ffhq, gallery_table
+    )
 
     # 3. Written: the tables first, the JSON (what the report reads) last.
     tables.mkdir(parents=True, exist_ok=True)
@@ -146,7 +177,7 @@ def _with_skipped(table: dict, names: list[str], status: list[str], reasons: lis
     return full
 
 
-def yield_summary(manifest, names, status, reasons, digiface, ffhq) -> dict:
+def yield_summary(manifest, names, status, reasons, digiface, ffhq, gallery=None) -> dict:
     """From the inputs to the dataset: every input image by status, with examples of why, and
     every planned image by what became of it."""
     import numpy as np
@@ -173,7 +204,11 @@ def yield_summary(manifest, names, status, reasons, digiface, ffhq) -> dict:
     skipped = [r for s, r in zip(status, reasons, strict=True) if s != "planned"]
     kept = set(np.asarray(manifest.column("identity").to_pylist(), dtype=object)[passed])
     return {
-        "inputs": {"digiface": inputs(digiface), "ffhq": inputs(ffhq)},
+        "inputs": {
+            "digiface": inputs(digiface),
+            "ffhq": inputs(ffhq),
+            **({"gallery": inputs(gallery)} if gallery is not None else {}),
+        },
         "identities": {
             "selected": len(names),
             "planned": len(names) - len(skipped),

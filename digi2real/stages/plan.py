@@ -13,7 +13,7 @@ def run(config: Config, embeddings: Path, outputs: list[Path], real: Path | None
     """The plan of each generation shard into `outputs` (shard 0, 1, ...), identities cut in
     selection order. Shards past the last identity (a selection larger than the folder) get
     empty plans, so the workflow's shard list can follow from the config alone. The gates
-    (plan.max_real_similarity against the `real` embeddings, plan.max_prototype_similarity)
+    (plan.max_real_similarity against the `real` faces' files, plan.max_prototype_similarity)
     drop identities before any shard is cut, so a dropped identity keeps its slot."""
     from digi2real import layout
     from digi2real.config import config_hash
@@ -54,12 +54,12 @@ def run(config: Config, embeddings: Path, outputs: list[Path], real: Path | None
     )
 
 
-def gates(config: Config, table, identities: list[str], settings, real: Path | None) -> dict:
+def gates(config: Config, table, identities: list[str], settings, real: list[Path] | None) -> dict:
     """The identities the plan's gates drop, with their reasons (empty when both are off)."""
     import numpy as np
 
     from digi2real.errors import DataError
-    from digi2real.formats import read_embeddings
+    from digi2real.formats import read_real_faces
     from digi2real.planning import gate_identities, group_by_identity, prototypes_of
     from digi2real.status import Status
 
@@ -69,12 +69,9 @@ def gates(config: Config, table, identities: list[str], settings, real: Path | N
         return {}
     real_embeddings, real_labels = np.zeros((0, 512), np.float32), []
     if max_real is not None:
-        if real is None:
+        if not real:
             raise DataError("plan.max_real_similarity is set but no real embeddings were given")
-        faces = read_embeddings(real)
-        ok = faces.status == Status.OK
-        real_embeddings = faces.embedding[ok]
-        real_labels = [f"ffhq:{path}" for path, keep in zip(faces.path, ok, strict=True) if keep]
+        real_embeddings, real_labels = read_real_faces(real)
     rows = group_by_identity(table)
     eligible = np.array(
         [

@@ -12,6 +12,7 @@ CONFIG_KEYS = [
     "models",
     "digiface",
     "ffhq",
+    "gallery",
     "delta",
     "plan",
     "generation",
@@ -70,7 +71,13 @@ def run(
     plots.leakage_plot(evaluation, nearest, figures / "leakage.png")
     plots.quality_plot(table, config["quality"], figures / "quality.png")
     plots.pose_plot(images, figures / "pose.png")
-    roots = Roots(results, Path(config["digiface"]["root"]), Path(config["ffhq"]["root"]))
+    gallery = config["gallery"]["root"]
+    roots = Roots(
+        results,
+        Path(config["digiface"]["root"]),
+        Path(config["ffhq"]["root"]),
+        Path(gallery) if gallery else None,
+    )
     plots.image_rows(
         sources_beside_generated(table, roots), figures / "sources.png", "no passed images"
     )
@@ -153,12 +160,15 @@ def job_seconds(benchmarks: Path) -> dict:
 class Roots:
     """Where the report finds each kind of image it shows."""
 
-    def __init__(self, results: Path, digiface: Path, ffhq: Path) -> None:
-        self.results, self.digiface, self.ffhq = results, digiface, ffhq
+    def __init__(self, results: Path, digiface: Path, ffhq: Path, gallery: Path | None) -> None:
+        self.results, self.digiface = results, digiface
+        self.real_roots = {"ffhq": ffhq, "gallery": gallery}
 
     def real(self, label: str) -> Path | None:
+        """The file of a real face labelled `<dataset>:<path>` (see formats.read_real_faces)."""
         kind, _, path = label.partition(":")
-        return self.ffhq / path if kind == "ffhq" and path else None
+        root = self.real_roots.get(kind)
+        return root / path if root is not None and path else None
 
 
 def _passed_by_identity(table) -> dict[str, list[str]]:

@@ -26,5 +26,5 @@ rule aggregate:
         real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
     shell:
         "python -m digi2real aggregate --config {params.config:q} --results {params.results}"
-        " --out {output.manifest} --dataset {output.dataset} --embeddings {output.embeddings}"
-        " {params.real} {input.manifests} > {log} 2>&1"
+        " {params.real} --out {output.manifest} --dataset {output.dataset}"
+        " --embeddings {output.embeddings} {input.manifests} > {log} 2>&1"

@@ -17,12 +17,16 @@ from digi2real.config import config_slice, read_config_file, resolve_config, sta
 from digi2real.errors import Digi2RealError
 import digi2real.stages.aggregate
 import digi2real.stages.embed
+import digi2real.stages.embed_for_evaluation
+import digi2real.stages.embed_generated
+import digi2real.stages.merge_embeddings_for_evaluation
 import digi2real.stages.estimate_delta
 import digi2real.stages.evaluate
 import digi2real.stages.generate
 import digi2real.stages.hash_models
 import digi2real.stages.index_digiface
 import digi2real.stages.index_ffhq
+import digi2real.stages.index_gallery
 import digi2real.stages.plan
 import digi2real.stages.report
 from digi2real import stages
@@ -64,17 +68,20 @@ try:  # a missing path is said here, in the dry run, not in a job on the cluster
             print(line, file=sys.stderr)
     DIGIFACE_IDENTITIES = layout.count_selected_identities(config)
     FFHQ_IMAGES = layout.count_ffhq_images(config)
+    GALLERY_IMAGES = layout.count_gallery_images(config)
 except (Digi2RealError, OSError) as error:
     raise WorkflowError(str(error)) from None
 EMBED_SHARD_SIZE = {
     "digiface": config["digiface"]["identities_per_embed_shard"],
     "ffhq": config["ffhq"]["images_per_embed_shard"],
+    "gallery": config["gallery"]["images_per_embed_shard"],
 }
 EMBED_SHARDS = {
     "digiface": range(
         layout.n_shards(DIGIFACE_IDENTITIES, EMBED_SHARD_SIZE["digiface"])
     ),
     "ffhq": range(layout.n_shards(FFHQ_IMAGES, EMBED_SHARD_SIZE["ffhq"])),
+    "gallery": range(layout.n_shards(GALLERY_IMAGES, EMBED_SHARD_SIZE["gallery"])),
 }
 GENERATION_SHARDS = range(
     layout.n_shards(DIGIFACE_IDENTITIES, config["plan"]["identities_per_shard"])
@@ -141,9 +148,40 @@ def generation_runtime(wildcards, attempt):
     return round(minutes * (1 + 0.5 * (attempt - 1)))
 
 
+def real_faces():
+    """The embeddings of every real face: FFHQ's, and the gallery's when there is one."""
+    gallery = [results("embeddings/gallery.h5")] if config["gallery"]["root"] else []
+    return [results("embeddings/ffhq.h5"), *gallery]
+
+
 def real_faces_for(section):
-    """The FFHQ embeddings, as an input of a rule whose `<section>.max_real_similarity` gate is
+    """The real faces, as an input of a rule whose `<section>.max_real_similarity` gate is
     set; nothing when it is off, so turning it on or off reruns only that rule."""
     if config[section]["max_real_similarity"] is None:
         return []
-    return results("embeddings/ffhq.h5")
+    return real_faces()
+
+
+def compared_embeddings(wildcards):
+    """What `evaluate` compares, all in one model's space: with evaluation.recognizer set,
+    everything embedded again with it (embed_for_evaluation, embed_generated); else the
+    generator's ArcFace embeddings the run already has."""
+    space = (
+        "evaluation/embeddings" if config["evaluation"]["recognizer"] else "embeddings"
+    )
+    generated = (
+        expand(
+            results("evaluation/embeddings/generated/{shard}.h5"),
+            shard=GENERATION_SHARDS,
+        )
+        if config["evaluation"]["recognizer"]
+        else [results("embeddings/generated.h5")]
+    )
+    return {
+        "generated": generated,
+        "digiface": results(f"{space}/digiface.h5"),
+        "ffhq": results(f"{space}/ffhq.h5"),
+        "gallery": (
+            [results(f"{space}/gallery.h5")] if config["gallery"]["root"] else []
+        ),
+    }

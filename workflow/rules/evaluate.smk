@@ -1,9 +1,81 @@
+rule embed_for_evaluation:
+    input:
+        results("index/{dataset}.parquet"),
+    output:
+        results("evaluation/embeddings/{dataset}/{shard}.h5"),
+    log:
+        results("logs/embed_for_evaluation/{dataset}/{shard}.log"),
+    benchmark:
+        results("benchmarks/embed_for_evaluation/{dataset}/{shard}.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=lambda wildcards: settings(
+            stages.embed_for_evaluation, dataset=wildcards.dataset
+        ),
+        shard_size=embed_shard_size,
+    shell:
+        "python -m digi2real embed-for-evaluation {wildcards.dataset} --config {params.config:q}"
+        " --index {input} --shard {wildcards.shard} --shard-size {params.shard_size}"
+        " --out {output} > {log} 2>&1"
+
+
+rule merge_embeddings_for_evaluation:
+    input:
+        index=results("index/{dataset}.parquet"),
+        shards=lambda wildcards: expand(
+            results("evaluation/embeddings/{dataset}/{shard}.h5"),
+            dataset=wildcards.dataset,
+            shard=EMBED_SHARDS[wildcards.dataset],
+        ),
+    output:
+        results("evaluation/embeddings/{dataset}.h5"),
+    log:
+        results("logs/merge_embeddings_for_evaluation/{dataset}.log"),
+    benchmark:
+        results("benchmarks/merge_embeddings_for_evaluation/{dataset}.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
+    shell:
+        "python -m digi2real merge-embeddings-for-evaluation --index {input.index}"
+        " --out {output} {input.shards} > {log} 2>&1"
+
+
+rule embed_generated:
+    input:
+        results("shards/{shard}/manifest.parquet"),
+    output:
+        results("evaluation/embeddings/generated/{shard}.h5"),
+    log:
+        results("logs/embed_generated/{shard}.log"),
+    benchmark:
+        results("benchmarks/embed_generated/{shard}.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings(stages.embed_generated),
+    shell:
+        "python -m digi2real embed-generated --config {params.config:q} --manifest {input}"
+        " --out {output} > {log} 2>&1"
+
+
 rule evaluate:
     input:
+        # The embeddings of one model: the generator's ArcFace, or evaluation.recognizer's.
+        unpack(compared_embeddings),
         manifest=results("manifest.parquet"),
-        generated=results("embeddings/generated.h5"),
-        digiface=results("embeddings/digiface.h5"),
-        ffhq=results("embeddings/ffhq.h5"),
         plans=expand(results("plan/{shard}.h5"), shard=GENERATION_SHARDS),
     output:
         evaluation=results("evaluation.json"),
@@ -12,7 +84,6 @@ rule evaluate:
         ),
     log:
         results("logs/evaluate.log"),
-    threads: 4  # numpy's matrix products; capped by --cores locally
     benchmark:
         results("benchmarks/evaluate.tsv")
     conda:
@@ -21,11 +92,16 @@ rule evaluate:
         CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
+    threads: 4  # numpy's matrix products; capped by --cores locally
     params:
         # The evaluation's thresholds are read here only: changing them re-evaluates, nothing else.
         config=settings(stages.evaluate),
         tables=lambda wildcards, output: os.path.dirname(output.tables[0]),
+        gallery=lambda wildcards, input: (
+            f"--gallery {input.gallery}" if input.gallery else ""
+        ),
     shell:
         "python -m digi2real evaluate --config {params.config:q} --manifest {input.manifest}"
         " --generated {input.generated} --digiface {input.digiface} --ffhq {input.ffhq}"
-        " --plans {input.plans} --out {output.evaluation} --tables {params.tables} > {log} 2>&1"
+        " {params.gallery} --plans {input.plans} --out {output.evaluation}"
+        " --tables {params.tables} > {log} 2>&1"

@@ -55,3 +55,24 @@ rule index_ffhq:
         config=settings(stages.index_ffhq),
     shell:
         "python -m digi2real index-ffhq --config {params.config:q} --out {output} > {log} 2>&1"
+
+
+rule index_gallery:
+    input:
+        demo_assets,
+    output:
+        results("index/gallery.parquet"),
+    log:
+        results("logs/index_gallery.log"),
+    benchmark:
+        results("benchmarks/index_gallery.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings(stages.index_gallery),
+    shell:
+        "python -m digi2real index-gallery --config {params.config:q} --out {output} > {log} 2>&1"

@@ -1,0 +1,66 @@
+"""Rule `embed_generated`: the aligned crops of one generation shard embedded with
+`evaluation.recognizer` (they are already aligned: no detection), in the generated-embeddings
+contract, landmarks kept from the shard's check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real.config import Config
+
+CONFIG_KEYS = ["evaluation.recognizer", "quality.face.providers", "quality.face.batch_size"]
+
+
+def run(config: Config, manifest_path: Path, out: Path) -> None:
+    """The crops of the shard committed by `manifest_path`, every image with a face, into
+    `out`, row for row as the shard's own embeddings.h5."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from digi2real.errors import DataError
+    from digi2real.faces import FacePipeline
+    from digi2real.formats import (
+        EMBEDDINGS,
+        GeneratedEmbeddings,
+        read_generated_embeddings,
+        write_generated_embeddings,
+    )
+    from digi2real.models import RECOGNIZER, load_recognizer, model_path, onnx_providers
+    from digi2real.progress import log
+    from digi2real.status import Status
+
+    shard = manifest_path.parent
+    generated = read_generated_embeddings(shard / EMBEDDINGS)
+    manifest = pq.read_table(manifest_path, columns=["identity", "image_index", "aligned_path"])
+    aligned = {
+        (identity, index): path
+        for identity, index, path in zip(*(c.to_pylist() for c in manifest.columns), strict=True)
+    }
+    face = config["quality"]["face"]
+    pipeline = FacePipeline(
+        None,
+        load_recognizer(
+            model_path(config, RECOGNIZER), onnx_providers(str(face["providers"])), RECOGNIZER
+        ),
+        prealigned=True,
+        batch_size=int(face["batch_size"]),
+    )
+    keys = list(zip(generated.identity, generated.image_index.tolist(), strict=True))
+    missing = [key for key in keys if not aligned.get(key)]
+    if missing:
+        raise DataError(f"{manifest_path}: no aligned crop listed for {missing[:3]}")
+    embeddings = np.zeros((len(keys), 512), np.float32)
+    for row, result in enumerate(pipeline.process_paths(shard / aligned[key] for key in keys)):
+        if result.status is not Status.OK:
+            raise DataError(f"{shard / aligned[keys[row]]}: {result.message}")
+        embeddings[row] = result.embedding
+    write_generated_embeddings(
+        out,
+        GeneratedEmbeddings(
+            identity=generated.identity,
+            image_index=generated.image_index,
+            embedding=embeddings,
+            landmarks=generated.landmarks,
+        ),
+    )
+    log.info("embed_generated %s: %d crops", shard.name, len(keys))
