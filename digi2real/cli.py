@@ -211,23 +211,20 @@ def parser() -> argparse.ArgumentParser:
     p = command("index-gallery", cmd_index_gallery, "list the real-face gallery's images")
     p.add_argument("--out", required=True, help="index .parquet to write")
 
-    p = command("embed", cmd_embed, "ArcFace embeddings of one shard of an index")
-    p.add_argument("dataset", choices=["digiface", "ffhq", "gallery"])
-    p.add_argument("--index", required=True, help="index .parquet of the dataset")
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
-    p.add_argument("--out", required=True, help="embeddings .h5 to write")
-
-    p = command(
-        "embed-for-evaluation",
-        cmd_embed_for_evaluation,
-        "embeddings of one shard of an index, with evaluation.recognizer",
-    )
-    p.add_argument("dataset", choices=["digiface", "ffhq", "gallery"])
-    p.add_argument("--index", required=True, help="index .parquet of the dataset")
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
-    p.add_argument("--out", required=True, help="embeddings .h5 to write")
+    for name, run, what in (
+        ("embed", cmd_embed, "ArcFace embeddings of one shard of an index"),
+        (
+            "embed-for-evaluation",
+            cmd_embed_for_evaluation,
+            "embeddings of one shard of an index, with evaluation.recognizer",
+        ),
+    ):
+        p = command(name, run, what)
+        p.add_argument("dataset", choices=["digiface", "ffhq", "gallery"])
+        p.add_argument("--index", required=True, help="index .parquet of the dataset")
+        p.add_argument("--shard", type=int, default=0)
+        p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
+        p.add_argument("--out", required=True, help="embeddings .h5 to write")
 
     p = command(
         "embed-generated",

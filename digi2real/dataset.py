@@ -163,6 +163,19 @@ def dataset_card(table: pa.Table, config: Config, model_hashes: dict[str, str]) 
     }
 
 
+def passed_by_identity(table: pa.Table) -> dict[str, list[str]]:
+    """The dataset paths of the passed images, by identity, in manifest order."""
+    passed = table.filter(table.column("passed"))
+    out: dict[str, list[str]] = {}
+    for identity, path in zip(
+        passed.column("identity").to_pylist(),
+        passed.column("dataset_path").to_pylist(),
+        strict=True,
+    ):
+        out.setdefault(identity, []).append(path)
+    return out
+
+
 def sample_grid(
     table: pa.Table, results: Path, path: Path, rows: int = 8, per_row: int = 8
 ) -> None:
@@ -170,15 +183,7 @@ def sample_grid(
     picture a person checks first."""
     from PIL import ImageDraw
 
-    passed = table.filter(table.column("passed"))
-    by_identity: dict[str, list[str]] = {}
-    for identity, image in zip(
-        passed.column("identity").to_pylist(),
-        passed.column("dataset_path").to_pylist(),
-        strict=True,
-    ):
-        if len(by_identity) < rows or identity in by_identity:
-            by_identity.setdefault(identity, []).append(image)
+    by_identity = dict(list(passed_by_identity(table).items())[:rows])
     label = 80  # pixels of the identity column
     grid = Image.new(
         "RGB", (label + 112 * per_row, 112 * max(1, len(by_identity))), (255, 255, 255)

@@ -42,15 +42,19 @@ def identity_centres(
     position = {name: k for k, name in enumerate(names)}
     index = np.fromiter((position[label] for label in labels), np.int64, len(labels))
     sums = np.zeros((len(names), embeddings.shape[1]), np.float64)
-    order = np.argsort(index, kind="stable")  # rows of one identity side by side
+    add_by_group(sums, embeddings, index)
+    return names, unit(sums), index
+
+
+def add_by_group(sums: np.ndarray, values: np.ndarray, group: np.ndarray) -> None:
+    """sums[g] += every row of `values` whose `group` is g, in float64, a chunk at a time: one
+    sum per run of a group's rows (np.add.reduceat), then the runs into their group's row."""
+    order = np.argsort(group, kind="stable")  # rows of one group side by side
     for start in range(0, len(order), BLOCK_ROWS * 16):
         rows = order[start : start + BLOCK_ROWS * 16]
-        groups = index[rows]
+        groups = group[rows]
         first = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-        # One sum per run of an identity's rows, then the runs into their identity's row (an
-        # identity cut by a chunk boundary has two runs).
-        np.add.at(sums, groups[first], np.add.reduceat(embeddings[rows].astype(np.float64), first))
-    return names, unit(sums), index
+        np.add.at(sums, groups[first], np.add.reduceat(values[rows].astype(np.float64), first))
 
 
 def cosine_to_centre(embeddings: np.ndarray, centres: np.ndarray, index: np.ndarray) -> np.ndarray:

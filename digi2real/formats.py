@@ -144,6 +144,25 @@ def read_embeddings(path: str | Path) -> EmbeddingTable:
         )
 
 
+def read_statuses(path: str | Path) -> EmbeddingTable:
+    """An embeddings file without its embeddings (an empty (0, 512) array): what a count of its
+    images by status needs, without reading a 500,000-row matrix."""
+    with open_h5(path, "an embeddings file") as file:
+        missing = {"status", "path"} - set(file)
+        if missing:
+            raise DataError(f"{path}: not an embeddings file, lacks {sorted(missing)}")
+        n = len(file["status"])
+        return EmbeddingTable(
+            embedding=np.zeros((0, 512), np.float32),
+            status=file["status"][()],
+            identity=read_strings(file["identity"]) if "identity" in file else [""] * n,
+            path=read_strings(file["path"]),
+            det_score=file["det_score"][()] if "det_score" in file else np.full(n, np.nan),
+            message=read_strings(file["message"]) if "message" in file else [""] * n,
+            attrs=dict(file.attrs),
+        )
+
+
 def read_real_faces(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
     """The `ok` embeddings of real-face files (FFHQ, the gallery) and a label for each,
     `<dataset>:<path>`, e.g. `ffhq:00000/00023.png`."""
@@ -165,6 +184,14 @@ def iter_ok_embeddings(path: str | Path, chunk_size: int) -> Iterator[np.ndarray
             ok = file["status"][start : start + chunk_size] == 0
             if ok.any():
                 yield file["embedding"][start : start + chunk_size][ok]
+
+
+def iter_embedding_chunks(path: str | Path, chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Every row's embedding, `chunk_size` rows at a time with the first row's position: a
+    DigiFace selection of 20,000 identities is 1.4 million rows, 2.9 GB."""
+    with open_h5(path, "an embeddings file") as file:
+        for start in range(0, len(file["status"]), chunk_size):
+            yield start, file["embedding"][start : start + chunk_size]
 
 
 # --- delta --------------------------------------------------------------------------------
@@ -275,6 +302,23 @@ def read_plan(path: str | Path) -> ShardPlan:
             seed=images["seed"][()].tolist(),
             condition=list(images["condition"][()]),
             attrs=attrs,
+        )
+
+
+def read_plan_identities(path: str | Path) -> ShardPlan:
+    """A plan shard's identities (names, prototypes, statuses, reasons) without its images:
+    what the evaluation needs, without 2,000 conditions per shard."""
+    with open_h5(path, "a plan shard") as file:
+        if "identities" not in file:
+            raise DataError(f"{path}: not a plan shard, lacks the group identities/")
+        ids = file["identities"]
+        return ShardPlan(
+            shard=int(file.attrs["shard"]),
+            identities=read_strings(ids["identity"]),
+            prototypes=list(ids["prototype"][()]),
+            n_sources_ok=ids["n_sources_ok"][()].tolist(),
+            identity_status=read_strings(ids["status"]),
+            identity_reason=read_strings(ids["reason"]),
         )
 
 

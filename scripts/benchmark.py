@@ -9,9 +9,8 @@ dryrun:     `snakemake -n` on 20,000 identities x 20 images in 200 shards (synth
 aggregate:  aggregation of 400,000 manifest rows (wall time and peak memory)
 leakage:    nearest-gallery search (digi2real.evaluation.nearest), 40,000 images against
             70,000 gallery embeddings: seconds per 10^9 pairs, and what 400,000 images take
-evaluate:   the whole certificate of 400,000 images of 20,000 identities against 70,000 real
-            faces (evaluate_generated and evaluate_sources), in a child process: wall time
-            and peak memory
+evaluate:   the `evaluate` stage on the files of 400,000 images of 20,000 identities against
+            70,000 real faces, in a child process: wall time and peak memory
 
 Generation on a real GPU with the real models: run one shard first, exactly one generation job
 and what it needs (README, "Sizing shards"):
@@ -22,6 +21,7 @@ then divide the seconds in results/benchmarks/generate/0.tsv by the shard's imag
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import subprocess
 import sys
@@ -250,56 +250,127 @@ def bench_leakage() -> None:
     )
 
 
-def evaluate_child() -> None:
-    """400,000 images: 20,000 identities of 20, each an identity direction plus noise (genuine
-    cosines near 0.5, like a real FR set), against 70,000 random real faces."""
-    from digi2real.evaluation import (
-        EvaluationSettings,
-        Gallery,
-        evaluate_generated,
-        evaluate_sources,
-        unit,
+def evaluate_child(folder: Path) -> None:
+    """The `evaluate` stage on files of a 20,000-identity run: 400,000 passed images (each an
+    identity direction plus noise: genuine cosines near 0.5, as in a real FR set), 70,000 real
+    faces, 100,000 DigiFace source rows, 200 plan shards. Files are written first; the wall
+    time and peak memory are the stage's alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from digi2real.evaluation import unit
+    from digi2real.formats import (
+        EmbeddingTable,
+        GeneratedEmbeddings,
+        ShardPlan,
+        write_embeddings,
+        write_generated_embeddings,
+        write_plan,
     )
 
     rng = np.random.default_rng(0)
-    identities, per_identity, real = 20_000, 20, 70_000
+    identities, per_identity, real, shards = 20_000, 20, 70_000, 200
+    names = [str(k) for k in range(identities)]
     centres = unit(rng.normal(size=(identities, 512)).astype(np.float32))
-    embeddings = np.repeat(centres, per_identity, axis=0)
-    for start in range(0, len(embeddings), 50_000):  # noise in place, chunk by chunk
-        block = embeddings[start : start + 50_000]
-        block += rng.normal(scale=0.045, size=block.shape).astype(np.float32)
-    labels = [str(k) for k in range(identities) for _ in range(per_identity)]
-    angles = rng.normal(scale=15, size=(len(labels), 3))
-    gallery = Gallery(
-        unit(rng.normal(size=(real, 512)).astype(np.float32)), [f"ffhq:{k}" for k in range(real)]
+    embedding = np.repeat(centres, per_identity, axis=0)
+    embedding += rng.normal(scale=0.045, size=embedding.shape).astype(np.float32)
+    labels = [name for name in names for _ in range(per_identity)]
+    index = np.tile(np.arange(per_identity, dtype=np.int32), identities)
+    write_generated_embeddings(
+        folder / "generated.h5",
+        GeneratedEmbeddings(
+            labels,
+            index,
+            unit(embedding),
+            rng.normal(50, 5, (len(labels), 5, 2)).astype(np.float32),
+            np.ones(len(labels), bool),
+        ),
     )
-    settings = EvaluationSettings(0.5, 0.5, 1000, 20_000, 2_000_000, 0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    del embedding
+    n = len(labels)
+    pq.write_table(
+        pa.table(
+            {
+                "identity": labels,
+                "image_index": index,
+                "status": ["ok"] * n,
+                "passed": [True] * n,
+                "reject_reason": [""] * n,
+            }
+        ),
+        folder / "manifest.parquet",
+    )
+
+    def embeddings_file(path: Path, vectors: np.ndarray, identity: list[str]) -> None:
+        rows = len(vectors)
+        write_embeddings(
+            path,
+            EmbeddingTable(
+                vectors,
+                np.zeros(rows, np.int8),
+                identity,
+                [f"{k}.png" for k in range(rows)],
+                np.ones(rows, np.float32),
+                [""] * rows,
+                {"dataset": path.stem, "arcface_sha256": "0" * 64},
+            ),
+        )
+
+    embeddings_file(folder / "ffhq.h5", unit(rng.normal(size=(real, 512))), [""] * real)
+    sources = np.repeat(centres, 5, axis=0) + rng.normal(scale=0.03, size=(5 * identities, 512))
+    embeddings_file(folder / "digiface.h5", unit(sources), [n for n in names for _ in range(5)])
+    per_shard = identities // shards
+    plans = []
+    for shard in range(shards):
+        chosen = names[shard * per_shard : (shard + 1) * per_shard]
+        plan = ShardPlan(
+            shard=shard,
+            identities=chosen,
+            prototypes=list(centres[shard * per_shard : (shard + 1) * per_shard]),
+            n_sources_ok=[5] * len(chosen),
+            identity_status=["planned"] * len(chosen),
+            identity_reason=[""] * len(chosen),
+        )
+        plans.append(folder / f"plan_{shard}.h5")
+        write_plan(plans[-1], plan)
+    del sources, centres
+    config = {
+        "seed": 0,
+        "evaluation": {
+            "recognizer": None,
+            "leak_threshold": 0.5,
+            "collision_threshold": 0.5,
+            "top_pairs": 1000,
+            "exhaustive_impostors_up_to": 20_000,
+            "impostor_sample": 2_000_000,
+        },
+    }
+    # The stage as the workflow runs it: its own process, whose peak memory is its own.
+    command = [sys.executable, "-m", "digi2real", "evaluate", "--config", json.dumps(config)]
+    command += ["--manifest", str(folder / "manifest.parquet")]
+    command += ["--generated", str(folder / "generated.h5")]
+    command += ["--digiface", str(folder / "digiface.h5"), "--ffhq", str(folder / "ffhq.h5")]
+    command += ["--plans", *map(str, plans), "--out", str(folder / "evaluation.json")]
+    command += ["--tables", str(folder / "evaluation")]
     started = time.perf_counter()
-    summary, *_ = evaluate_generated(labels, embeddings, angles, gallery, settings)
-    generated = time.perf_counter() - started
-    evaluate_sources(
-        [str(k) for k in range(identities)],
-        centres,
-        np.ones(identities, bool),
-        gallery,
-        settings,
-    )
-    total = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    pairs = len(labels) * real + identities * real * 2
+    subprocess.run(command, check=True, cwd=REPO)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    pairs = n * real + identities * real * 2  # images and centres, and the sources
+    verify = json.loads((folder / "evaluation.json").read_text())["generated"]["verification"]
     print(
-        f"evaluate 400,000 images of 20,000 identities against 70,000 real faces: "
-        f"{total:.0f} s ({generated:.0f} s the generated images, {total - generated:.0f} s the "
-        f"sources), peak RSS {peak:.0f} MB ({before:.0f} MB of inputs before); "
-        f"{total / (pairs / 1e9):.2f} s per 10^9 real-face pairs overall; "
-        f"genuine mean {summary['verification']['genuine_mean']:.3f}, "
-        f"EER {summary['verification']['eer']:.4f}"
+        f"evaluate 400,000 images of 20,000 identities against 70,000 real faces: {seconds:.0f} s, "
+        f"{seconds / (pairs / 1e9):.2f} s per 10^9 real-face pairs overall, peak RSS "
+        f"{peak:.0f} MB; genuine mean {verify['genuine_mean']:.3f}, impostor mean "
+        f"{verify['impostor_mean']:.3f}, EER {verify['eer']:.4f}"
     )
 
 
-def bench_evaluate() -> None:
-    subprocess.run([sys.executable, __file__, "--evaluate-child"], check=True)
+def bench_evaluate(folder: Path) -> None:
+    (folder / "evaluate").mkdir()
+    subprocess.run(
+        [sys.executable, __file__, "--evaluate-child", str(folder / "evaluate")], check=True
+    )
 
 
 def main() -> None:
@@ -310,10 +381,10 @@ def main() -> None:
         "--only", default="face,projection,generation,dryrun,aggregate,leakage,evaluate"
     )
     parser.add_argument("--aggregate-child", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--evaluate-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--evaluate-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.evaluate_child:
-        evaluate_child()
+        evaluate_child(args.evaluate_child)
         return
     if args.aggregate_child:
         aggregate_child(args.aggregate_child)
@@ -332,7 +403,7 @@ def main() -> None:
             "dryrun": lambda: bench_dryrun(folder / "dryrun", demo),
             "aggregate": lambda: bench_aggregate(folder),
             "leakage": bench_leakage,
-            "evaluate": bench_evaluate,
+            "evaluate": lambda: bench_evaluate(folder),
         }
         for name, bench in benches.items():
             if name in wanted:

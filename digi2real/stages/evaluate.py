@@ -54,25 +54,19 @@ def run(
         evaluate_sources,
     )
     from digi2real.formats import (
-        read_embeddings,
         read_generated_embeddings,
-        read_plan,
+        read_plan_identities,
         read_real_faces,
+        read_statuses,
         write_evaluation,
         write_evaluation_table,
     )
-    from digi2real.planning import prototypes_of
     from digi2real.pose import head_pose
     from digi2real.progress import log
     from digi2real.status import Status
 
     settings = EvaluationSettings.from_config(config)
     manifest = pq.read_table(manifest_path)
-    generated = [read_generated_embeddings(path) for path in generated_paths]
-    generated_identity = [name for part in generated for name in part.identity]
-    generated_index = np.concatenate([part.image_index for part in generated])
-    generated_embedding = np.concatenate([part.embedding for part in generated])
-    generated_landmarks = np.concatenate([part.landmarks for part in generated])
     kept = manifest.filter(manifest.column("passed"))
     passed_keys = set(
         zip(
@@ -81,26 +75,37 @@ def run(
             strict=True,
         )
     )
-    keys = zip(generated_identity, generated_index.tolist(), strict=True)
-    passed = np.array([key in passed_keys for key in keys], bool)
-    if passed.sum() != len(passed_keys):
+    # Only the passed rows are kept, a file at a time: 400,000 embeddings are 800 MB.
+    labels, image_index, embedding, landmarks = [], [], [], []
+    for path in generated_paths:
+        part = read_generated_embeddings(path)
+        keys = zip(part.identity, part.image_index.tolist(), strict=True)
+        passed = np.array([key in passed_keys for key in keys], bool)
+        labels += [name for name, keep in zip(part.identity, passed, strict=True) if keep]
+        image_index.append(part.image_index[passed])
+        embedding.append(part.embedding[passed])
+        landmarks.append(part.landmarks[passed])
+        del part
+    if len(labels) != len(passed_keys):
         raise DataError(
             f"{manifest_path}: {len(passed_keys)} passed images, but the generated embeddings "
-            f"hold {int(passed.sum())} of them"
+            f"hold {len(labels)} of them"
         )
-    digiface, ffhq = read_embeddings(digiface_path), read_embeddings(ffhq_path)
+    digiface = read_statuses(digiface_path)  # the embeddings are read a chunk at a time
     real_files = [ffhq_path] + ([gallery_path] if gallery_path else [])
     gallery = Gallery(*read_real_faces(real_files))
 
     # 1. The sources: every identity with a prototype, planned or dropped by the plan's gates
     # (an identity with too few usable source images has none), in the embeddings compared.
-    plans = [read_plan(path) for path in plan_paths]
+    plans = [read_plan_identities(path) for path in plan_paths]
     names = [name for plan in plans for name in plan.identities]
     status = [s for plan in plans for s in plan.identity_status]
     reasons = [r for plan in plans for r in plan.identity_reason]
-    planned_prototype = np.asarray([p for plan in plans for p in plan.prototypes], np.float32)
-    has_prototype = np.any(planned_prototype.reshape(-1, 512) != 0, axis=1)
-    prototypes = prototypes_of(digiface, names)
+    prototypes = np.asarray([p for plan in plans for p in plan.prototypes], np.float32)
+    prototypes = prototypes.reshape(-1, 512)
+    has_prototype = np.any(prototypes != 0, axis=1)
+    if config["evaluation"]["recognizer"] is not None:  # the same prototypes, in its space
+        prototypes = streamed_prototypes(digiface_path, digiface, names)
     sources, source_table, source_pairs = evaluate_sources(
         names, prototypes, has_prototype, gallery, settings
     )
@@ -115,7 +120,6 @@ def run(
     )
 
     # 2. The passed images: what users train on.
-    labels = [name for name, keep in zip(generated_identity, passed, strict=True) if keep]
     independent = config["evaluation"]["recognizer"] is not None
     summary: dict = {
         "recognizer": {
@@ -136,18 +140,20 @@ def run(
         images = identities = pairs = None
         log.warning("evaluate: %s", summary["status"])
     else:
-        angles = head_pose(generated_landmarks[passed])
+        angles = head_pose(np.concatenate(landmarks))
         log.info("evaluate: %d passed images against %d real faces", len(labels), len(gallery))
+        passed_embedding = np.concatenate(embedding)
+        del embedding
         generated_summary, images, identities, pairs = evaluate_generated(
-            labels, generated_embedding[passed], angles, gallery, settings
+            labels, passed_embedding, angles, gallery, settings
         )
-        images["image_index"] = generated_index[passed].tolist()
+        images["image_index"] = np.concatenate(image_index).tolist()
         summary["generated"] = generated_summary
     summary["sources"] = sources
-    gallery_table = read_embeddings(gallery_path) if gallery_path else None
-    summary["yield"] = yield_summary(
-        manifest, names, status, reasons, digiface, ffhq, gallery_table
-    )
+    inputs = {"digiface": digiface, "ffhq": read_statuses(ffhq_path)}
+    if gallery_path:
+        inputs["gallery"] = read_statuses(gallery_path)
+    summary["yield"] = yield_summary(manifest, names, status, reasons, inputs)
 
     # 3. Written: the tables first, the JSON (what the report reads) last.
     tables.mkdir(parents=True, exist_ok=True)
@@ -165,6 +171,26 @@ def run(
     return summary
 
 
+def streamed_prototypes(path: Path, table, names: list[str]):
+    """Each identity's prototype (the renormalised mean of its `ok` unit embeddings, as
+    planning.prototype), from the embeddings file at `path` read a chunk at a time; `table` is
+    its statuses and identities. Zeros for an identity with no `ok` image."""
+    import numpy as np
+
+    from digi2real.evaluation import add_by_group, unit
+    from digi2real.formats import iter_embedding_chunks
+
+    position = {name: k for k, name in enumerate(names)}
+    row_identity = np.array([position.get(name, -1) for name in table.identity], np.int64)
+    usable = (table.status == 0) & (row_identity >= 0)
+    sums = np.zeros((len(names), 512), np.float64)
+    for start, chunk in iter_embedding_chunks(path, 65_536):
+        rows = slice(start, start + len(chunk))
+        keep = usable[rows]
+        add_by_group(sums, unit(chunk[keep]), row_identity[rows][keep])
+    return unit(sums)
+
+
 def _with_skipped(table: dict, names: list[str], status: list[str], reasons: list[str]) -> dict:
     """The sources table over every identity: skipped ones with their reason and no figures."""
     row = {name: k for k, name in enumerate(table["identity"])}
@@ -177,14 +203,14 @@ def _with_skipped(table: dict, names: list[str], status: list[str], reasons: lis
     return full
 
 
-def yield_summary(manifest, names, status, reasons, digiface, ffhq, gallery=None) -> dict:
+def yield_summary(manifest, names, status, reasons, inputs: dict) -> dict:
     """From the inputs to the dataset: every input image by status, with examples of why, and
     every planned image by what became of it."""
     import numpy as np
 
     from digi2real.status import STATUS_TABLE
 
-    def inputs(table) -> dict:
+    def by_status(table) -> dict:
         codes, counts = np.unique(table.status, return_counts=True)
         out = {}
         for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
@@ -204,11 +230,7 @@ def yield_summary(manifest, names, status, reasons, digiface, ffhq, gallery=None
     skipped = [r for s, r in zip(status, reasons, strict=True) if s != "planned"]
     kept = set(np.asarray(manifest.column("identity").to_pylist(), dtype=object)[passed])
     return {
-        "inputs": {
-            "digiface": inputs(digiface),
-            "ffhq": inputs(ffhq),
-            **({"gallery": inputs(gallery)} if gallery is not None else {}),
-        },
+        "inputs": {name: by_status(table) for name, table in inputs.items()},
         "identities": {
             "selected": len(names),
             "planned": len(names) - len(skipped),

@@ -171,18 +171,6 @@ class Roots:
         return root / path if root is not None and path else None
 
 
-def _passed_by_identity(table) -> dict[str, list[str]]:
-    passed = table.filter(table.column("passed"))
-    out: dict[str, list[str]] = {}
-    for identity, path in zip(
-        passed.column("identity").to_pylist(),
-        passed.column("dataset_path").to_pylist(),
-        strict=True,
-    ):
-        out.setdefault(identity, []).append(path)
-    return out
-
-
 def _sources_by_identity(table) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for identity, path in zip(
@@ -196,9 +184,11 @@ def _sources_by_identity(table) -> dict[str, list[str]]:
 def sources_beside_generated(table, roots: Roots) -> list:
     """For the first ROWS kept identities: three DigiFace source images, then five passed
     generated crops."""
+    from digi2real.dataset import passed_by_identity
+
     sources = _sources_by_identity(table)
     rows = []
-    for identity, crops in list(_passed_by_identity(table).items())[:ROWS]:
+    for identity, crops in list(passed_by_identity(table).items())[:ROWS]:
         row = [(roots.digiface / p, f"{identity} source") for p in sources.get(identity, [])[:3]]
         row += [(roots.results / p, f"{identity} generated") for p in crops[:5]]
         rows.append(row)
@@ -210,7 +200,9 @@ def colliding_pairs(tables: Path, table, roots: Roots) -> list:
     DigiFace source pairs (two source images each), labelled with their cosine."""
     import pyarrow.parquet as pq
 
-    crops, sources = _passed_by_identity(table), _sources_by_identity(table)
+    from digi2real.dataset import passed_by_identity
+
+    crops, sources = passed_by_identity(table), _sources_by_identity(table)
     # Identities the plan dropped have no rows with source images: their first usable one.
     for entry in pq.read_table(tables / "sources.parquet").to_pylist():
         if not sources.get(entry["identity"]) and entry["source_image"]:
@@ -234,7 +226,9 @@ def leaks(tables: Path, table, roots: Roots) -> list:
     identity beside the real face it is nearest to, labelled with the cosine."""
     import pyarrow.parquet as pq
 
-    crops = _passed_by_identity(table)
+    from digi2real.dataset import passed_by_identity
+
+    crops = passed_by_identity(table)
     rows = []
     for name in ("identities", "sources"):
         listed = pq.read_table(tables / f"{name}.parquet").to_pylist()
