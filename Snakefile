@@ -24,6 +24,7 @@ include: "workflow/rules/plan.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -32,3 +33,4 @@ rule all:
     input:
         results("manifest.parquet"),
         rules.report.output,
+        expand(results("export/{format}"), format=config["export"]["formats"]),

@@ -144,10 +144,16 @@ def cmd_aggregate(args) -> int:
         Path(args.results),
         [Path(p) for p in args.manifests],
         Path(args.out),
-        Path(args.dataset),
         Path(args.embeddings),
         [Path(p) for p in args.real or []],
     )
+    return 0
+
+
+def cmd_export(args) -> int:
+    rule = args.command.replace("-", "_")
+    stage = importlib.import_module(f"digi2real.stages.{rule}")
+    stage.run(stage_config(args, rule), Path(args.results), Path(args.manifest), Path(args.out))
     return 0
 
 
@@ -268,13 +274,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="models.json, the model hashes")
     p.add_argument("--out", required=True, help="shards/<shard>/manifest.parquet to commit")
 
-    p = command("aggregate", cmd_aggregate, "merge shard manifests, filter, build the dataset")
+    p = command("aggregate", cmd_aggregate, "merge shard manifests, filter, keep the embeddings")
     p.add_argument("--results", required=True, help="results folder the manifests lie in")
     p.add_argument("--out", required=True, help="manifest.parquet to write")
-    p.add_argument("--dataset", required=True, help="dataset folder to write")
     p.add_argument("--embeddings", required=True, help="embeddings/generated.h5 to write")
     p.add_argument("--real", nargs="+", help="real faces' embeddings .h5 (FFHQ, the gallery)")
     p.add_argument("manifests", nargs="+", help="shard manifests")
+
+    for name in ("recordio", "webdataset", "imagefolder"):
+        p = command(f"export-{name}", cmd_export, f"the passed images as {name}")
+        p.add_argument("--results", required=True, help="results folder")
+        p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
+        p.add_argument("--out", required=True, help=f"export/{name} folder to write")
 
     p = command("evaluate", cmd_evaluate, "the dataset's certificate, from its embeddings")
     p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")

@@ -1,4 +1,4 @@
-"""The quality filter, the ImageFolder dataset and the dataset card.
+"""The quality filter and the dataset card.
 
 The thresholds are read here only, so changing them re-runs this step and nothing upstream.
 """
@@ -81,20 +81,8 @@ def apply_filter(
             raise ValueError("quality.max_identity_similarity needs each image's embedding")
         reason[_colliding(identities, reason == "", embeddings, thresholds)] = IDENTITY_COLLISION
     passed = reason == ""
-    dataset_path = np.where(
-        passed,
-        np.char.add(
-            np.char.add("dataset/", identities.astype(str)),
-            np.char.add(
-                "/", np.char.add(table.column("image_index").to_numpy().astype(str), ".png")
-            ),
-        ),
-        "",
-    )
-    return (
-        table.append_column("passed", pa.array(passed))
-        .append_column("reject_reason", pa.array(reason.astype(str)))
-        .append_column("dataset_path", pa.array(dataset_path.astype(str)))
+    return table.append_column("passed", pa.array(passed)).append_column(
+        "reject_reason", pa.array(reason.astype(str))
     )
 
 
@@ -164,12 +152,13 @@ def dataset_card(table: pa.Table, config: Config, model_hashes: dict[str, str]) 
 
 
 def passed_by_identity(table: pa.Table) -> dict[str, list[str]]:
-    """The dataset paths of the passed images, by identity, in manifest order."""
+    """The aligned crops (paths under the results folder) of the passed images, by identity,
+    in manifest order."""
     passed = table.filter(table.column("passed"))
     out: dict[str, list[str]] = {}
     for identity, path in zip(
         passed.column("identity").to_pylist(),
-        passed.column("dataset_path").to_pylist(),
+        passed.column("aligned_path").to_pylist(),
         strict=True,
     ):
         out.setdefault(identity, []).append(path)

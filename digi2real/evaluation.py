@@ -70,14 +70,19 @@ def cosine_to_centre(embeddings: np.ndarray, centres: np.ndarray, index: np.ndar
 
 
 def consistency(embeddings: np.ndarray, labels: list[str]) -> dict:
-    """The share of images whose cosine to their own identity's centre is at least each
-    threshold, and per identity the mean of those cosines."""
+    """The share of images (of identities with two or more) whose cosine to their own
+    identity's centre is at least each threshold, and per identity the mean of those cosines."""
     names, centres, index = identity_centres(embeddings, labels)
     to_centre = cosine_to_centre(embeddings, centres, index)
-    per_identity = np.bincount(index, weights=to_centre, minlength=len(names))
-    per_identity /= np.bincount(index, minlength=len(names))
+    sizes = np.bincount(index, minlength=len(names))
+    per_identity = np.bincount(index, weights=to_centre, minlength=len(names)) / sizes
+    per_identity[sizes < 2] = np.nan  # a single image is its own centre: it says nothing
+    several = sizes[index] > 1
     return {
-        "share_at": {str(s): float(np.mean(to_centre >= s)) for s in THRESHOLDS},
+        "share_at": {
+            str(s): float(np.mean(to_centre[several] >= s)) if several.any() else None
+            for s in THRESHOLDS
+        },
         "mean_cos_to_centre": dict(zip(names, per_identity.tolist(), strict=True)),
     }
 
@@ -100,28 +105,36 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
     """DCFace's U_class: in the given order, an identity is kept if its centre's cosine to every
     earlier kept centre is below `threshold`. Also every colliding pair, the `top` most similar
     of them listed."""
-    is_kept = np.zeros(len(names), bool)
-    pairs: list[tuple[float, int, int]] = []
+    n = len(names)
+    is_kept = np.zeros(n, bool)
+    best = (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
     colliding = 0
-    for start in range(0, len(names), BLOCK_ROWS):
-        block = centres[start : start + BLOCK_ROWS]
-        earlier = block @ centres[:start].T  # against every earlier identity
-        inside = block @ block.T
-        for row in range(len(block)):
-            similar = np.concatenate([earlier[row], inside[row, :row]])
-            hits = np.flatnonzero(similar >= threshold)
-            colliding += len(hits)
-            pairs += [(float(similar[j]), j, start + row) for j in hits]
-            if len(pairs) > 4 * top:
-                pairs = sorted(pairs, reverse=True)[:top]
-            is_kept[start + row] = not np.any(similar[is_kept[: start + row]] >= threshold)
-    pairs = sorted(pairs, reverse=True)[:top]
+    # Rows per block: a block against every identity up to it stays under 2^27 cosines.
+    rows_per_block = max(1, min(BLOCK_ROWS, 2**27 // max(n, 1)))
+    for start in range(0, n, rows_per_block):
+        block = centres[start : start + rows_per_block]
+        rows = start + np.arange(len(block))
+        similar = block @ centres[: start + len(block)].T  # against itself and every earlier
+        hits = (similar >= threshold) & (np.arange(similar.shape[1])[None, :] < rows[:, None])
+        colliding += int(hits.sum())
+        row, column = np.nonzero(hits)
+        scores = np.concatenate([best[0], similar[row, column]])
+        firsts = np.concatenate([best[1], column])
+        seconds = np.concatenate([best[2], rows[row]])
+        # The `top` most similar so far, highest first, then by the identities' positions.
+        order = np.lexsort((-seconds, -firsts, -scores))[:top]
+        best = (scores[order], firsts[order], seconds[order])
+        for k in range(len(block)):
+            earlier = hits[k, : start + k]
+            is_kept[start + k] = not np.any(earlier & is_kept[: start + k])
     return Uniqueness(
         threshold=threshold,
         kept=int(is_kept.sum()),
         identities=len(names),
         colliding_pairs=colliding,
-        top_pairs=[(names[a], names[b], round(score, 6)) for score, a, b in pairs],
+        top_pairs=[
+            (names[a], names[b], round(float(score), 6)) for score, a, b in zip(*best, strict=True)
+        ],
         is_kept=is_kept,
     )
 
@@ -173,32 +186,84 @@ def impostor_scores(
     return scores
 
 
+class ErrorRates:
+    """FMR(τ), the share of impostor scores >= τ, and FNMR(τ), the share of genuine scores
+    < τ, at every observed score as threshold τ (in `thresholds`, ascending), computed where
+    asked: at 20,000 images the exhaustive impostor pairs are 2·10^8, and the full curves 3 GB."""
+
+    def __init__(self, genuine: np.ndarray, impostor: np.ndarray) -> None:
+        self.genuine, self.impostor = np.sort(genuine), np.sort(impostor)
+        self.thresholds = np.union1d(self.genuine, self.impostor)
+
+    def fmr(self, j: int) -> float:
+        # As a count over the total, like fnmr: 1 - 990/1000 is not 0.01 in floating point.
+        above = len(self.impostor) - np.searchsorted(self.impostor, self.thresholds[j], "left")
+        return float(above / len(self.impostor))
+
+    def fnmr(self, j: int) -> float:
+        return float(
+            np.searchsorted(self.genuine, self.thresholds[j], side="left") / len(self.genuine)
+        )
+
+    def first(self, condition) -> int:
+        """The lowest threshold index where `condition(j)` holds, for a condition that holds
+        from some index on (len(thresholds) when nowhere)."""
+        low, high = 0, len(self.thresholds)
+        while low < high:
+            middle = (low + high) // 2
+            if condition(middle):
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+
 def error_rates(
     genuine: np.ndarray, impostor: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Over every observed score as threshold τ: FMR(τ), the share of impostor scores >= τ, and
-    FNMR(τ), the share of genuine scores < τ."""
-    genuine, impostor = np.sort(genuine), np.sort(impostor)
-    thresholds = np.unique(np.concatenate([genuine, impostor]))
-    fmr = 1 - np.searchsorted(impostor, thresholds, side="left") / len(impostor)
-    fnmr = np.searchsorted(genuine, thresholds, side="left") / len(genuine)
-    return thresholds, fmr, fnmr
+    """The thresholds and the whole FMR and FNMR curves (see ErrorRates; for small sets)."""
+    rates = ErrorRates(genuine, impostor)
+    indices = range(len(rates.thresholds))
+    return (
+        rates.thresholds,
+        np.array([rates.fmr(j) for j in indices]),
+        np.array([rates.fnmr(j) for j in indices]),
+    )
 
 
-def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
-    """EER and its threshold: at the observed τ where |FMR − FNMR| is smallest, their mean."""
-    thresholds, fmr, fnmr = error_rates(genuine, impostor)
-    best = int(np.argmin(np.abs(fmr - fnmr)))
-    return float((fmr[best] + fnmr[best]) / 2), float(thresholds[best])
+def equal_error_rate(
+    genuine: np.ndarray, impostor: np.ndarray, rates: ErrorRates | None = None
+) -> tuple[float, float]:
+    """EER and its threshold: at the observed τ where |FMR − FNMR| is smallest (the lowest such
+    τ on a tie), their mean. FMR − FNMR never grows with τ, so the crossing is found by
+    bisection, without the whole curves. `rates`: the scores' ErrorRates, if made already."""
+    rates = rates or ErrorRates(genuine, impostor)
+
+    def gap(j: int) -> float:
+        return rates.fmr(j) - rates.fnmr(j)
+
+    crossing = rates.first(lambda j: gap(j) <= 0)
+    last = len(rates.thresholds) - 1
+    before = min(crossing, last + 1) - 1  # the last index with a positive gap, -1 if none
+    if crossing > last or (before >= 0 and abs(gap(before)) <= abs(gap(crossing))):
+        value = gap(before)
+        best = rates.first(lambda j: gap(j) <= value)  # the first of a run of equal gaps
+    else:
+        best = crossing
+    return (rates.fmr(best) + rates.fnmr(best)) / 2, float(rates.thresholds[best])
 
 
-def fnmr_at_fmr(genuine: np.ndarray, impostor: np.ndarray, target: float) -> float | None:
-    """FNMR at the lowest observed threshold whose FMR is at most `target`; None when fewer
-    than 10/target impostor pairs make that FMR meaningless."""
+def fnmr_at_fmr(
+    genuine: np.ndarray, impostor: np.ndarray, target: float, rates: ErrorRates | None = None
+) -> float | None:
+    """FNMR at the lowest observed threshold whose FMR is at most `target`, or 1 when none is
+    (the highest impostor scores tie: only a threshold above every score gets there); None when
+    fewer than 10/target impostor pairs make that FMR meaningless."""
     if len(impostor) < 10 / target:
         return None
-    thresholds, fmr, fnmr = error_rates(genuine, impostor)
-    return float(fnmr[np.flatnonzero(fmr <= target)[0]])
+    rates = rates or ErrorRates(genuine, impostor)
+    at = rates.first(lambda j: rates.fmr(j) <= target)
+    return rates.fnmr(at) if at < len(rates.thresholds) else 1.0
 
 
 def fisher_discriminant_ratio(genuine: np.ndarray, impostor: np.ndarray) -> float:
@@ -225,14 +290,15 @@ def verification(
     }
     if not len(genuine) or not len(impostor):
         return {**counts, "eer": None}
-    eer, threshold = equal_error_rate(genuine, impostor)
+    rates = ErrorRates(genuine, impostor)  # sorted once for the EER and every FNMR@FMR
+    eer, threshold = equal_error_rate(genuine, impostor, rates)
     return {
         **counts,
         "genuine_mean": float(genuine.mean()),
         "impostor_mean": float(impostor.mean()),
         "eer": eer,
         "eer_threshold": threshold,
-        "fnmr_at_fmr": {str(t): fnmr_at_fmr(genuine, impostor, t) for t in FMR_TARGETS},
+        "fnmr_at_fmr": {str(t): fnmr_at_fmr(genuine, impostor, t, rates) for t in FMR_TARGETS},
         "fdr": fisher_discriminant_ratio(genuine, impostor),
         "genuine_percentiles": percentiles(genuine),
         "impostor_percentiles": percentiles(impostor),

@@ -27,12 +27,27 @@ from digi2real.errors import DataError
 STRING = h5py.string_dtype()
 
 
+def _file_mode() -> int:
+    """The mode a new file gets under the process's umask (0644 under 022, 0664 under 002).
+    Reading the umask means setting it, process-wide, so it is read once, at import."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp makes its files 0600 whatever the umask: a dataset in a shared project folder must
+# be readable by the colleagues and training jobs the umask lets read it.
+FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto it only if the block succeeds."""
+    """A temporary path beside `path`, renamed onto it only if the block succeeds; it gets the
+    mode any new file would (FILE_MODE)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(handle, FILE_MODE)
     os.close(handle)
     try:
         yield Path(temporary)
@@ -488,32 +503,26 @@ def read_model_hashes(path: Path) -> dict[str, str]:
 # --- the dataset and its card --------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A new empty folder beside `path` to build in, put in its place only if the block
+    succeeds: a reader sees the old folder or the whole new one."""
+    staging = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)  # a killed build's leftovers
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     try:
         os.link(source, target)
     except OSError:  # another filesystem, or one without hard links
         shutil.copyfile(source, target)
-
-
-def write_dataset(table: pa.Table, results: Path, dataset: Path) -> None:
-    """ImageFolder layout of the passed aligned crops, built aside and renamed into place."""
-    staging = dataset.with_name(f".{dataset.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    passed = table.filter(table.column("passed"))
-    made: set[str] = set()
-    for identity, aligned, target in zip(
-        passed.column("identity").to_pylist(),
-        passed.column("aligned_path").to_pylist(),
-        passed.column("dataset_path").to_pylist(),
-        strict=True,
-    ):
-        if identity not in made:
-            (staging / identity).mkdir()
-            made.add(identity)
-        link_or_copy(results / aligned, staging / Path(target).relative_to("dataset"))
-    shutil.rmtree(dataset, ignore_errors=True)
-    os.replace(staging, dataset)
 
 
 def write_card(path: Path, card: dict) -> None:

@@ -9,6 +9,9 @@ dryrun:     `snakemake -n` on 20,000 identities x 20 images in 200 shards (synth
 aggregate:  aggregation of 400,000 manifest rows (wall time and peak memory)
 leakage:    nearest-gallery search (digi2real.evaluation.nearest), 40,000 images against
             70,000 gallery embeddings: seconds per 10^9 pairs, and what 400,000 images take
+exports:    each export (RecordIO, WebDataset, ImageFolder) of 400,000 passed 112x112 crops in
+            200 shards (1,000 distinct demo faces, each file its own copy): seconds and peak
+            memory of each, in its own process, and files and bytes per 1,000 images
 evaluate:   the `evaluate` stage on the files of 400,000 images of 20,000 identities against
             70,000 real faces, in a child process: wall time and peak memory
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -221,13 +225,12 @@ def aggregate_child(folder: Path) -> None:
         results,
         manifests,
         results / "manifest.parquet",
-        results / "dataset",
         results / "generated.h5",
     )
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"aggregate 400,000 rows in 200 shard manifests, linking 380,000 images: {seconds:.1f} s, "
+        f"aggregate 400,000 rows in 200 shard manifests: {seconds:.1f} s, "
         f"peak RSS {peak:.0f} MB ({before:.0f} MB before aggregating)"
     )
 
@@ -366,6 +369,71 @@ def evaluate_child(folder: Path) -> None:
     )
 
 
+def bench_exports(folder: Path, images: int = 400_000, shards: int = 200) -> None:
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from digi2real.demo import draw_face
+
+    results = folder / "exports"
+    faces = []
+    for k in range(1000):  # aligned crops: the demo's faces are drawn at the template
+        path = folder / f"face{k}.png"
+        draw_face(k // 10, k % 10, seed=1).save(path)
+        faces.append(path)
+    per_identity = 20
+    rows = {"identity": [], "image_index": [], "aligned_path": [], "passed": []}
+    for n in range(images):
+        identity, index = str(n // per_identity), n % per_identity
+        relative = f"shards/{n * shards // images}/aligned/{identity}/{index}.png"
+        target = results / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(faces[n % len(faces)], target)
+        for key, value in zip(rows, (identity, index, relative, True), strict=True):
+            rows[key].append(value)
+    rows.update(seed=list(range(images)), t=[0.5] * images, det_score=[0.9] * images)
+    rows["cos_prototype"] = [0.6] * images
+    pq.write_table(pa.table(rows), results / "manifest.parquet")
+    crops = sum(p.stat().st_size for p in (results / "shards").rglob("*.png"))
+    print(
+        f"{images} crops as loose PNG files: {images} files, {crops / images * 1000:,.0f} bytes "
+        "per 1,000 images"
+    )
+    config = {"seed": 0, "export": {"jpeg_quality": 95, "samples_per_tar": 10000}}
+    for name, keys in (
+        ("recordio", ["export"]),
+        ("webdataset", ["seed", "export"]),
+        ("imagefolder", []),
+    ):
+        given = {key: config[key] for key in keys}
+        if name == "recordio":
+            given = {"export": {"jpeg_quality": 95}}
+        out = results / "export" / name
+        command = [
+            sys.executable,
+            "-m",
+            "digi2real",
+            f"export-{name}",
+            "--config",
+            json.dumps(given),
+        ]
+        command += ["--results", str(results), "--manifest", str(results / "manifest.parquet")]
+        command += ["--out", str(out)]
+        started = time.perf_counter()
+        child = subprocess.Popen(command, cwd=REPO)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        assert status == 0, f"export-{name} failed"
+        files = [p for p in out.rglob("*") if p.is_file()]
+        size = sum(p.stat().st_size for p in files)
+        print(
+            f"export {name}: {seconds:.0f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MB, "
+            f"{len(files)} files, {size / images * 1000:,.0f} bytes per 1,000 images"
+        )
+
+
 def bench_evaluate(folder: Path) -> None:
     (folder / "evaluate").mkdir()
     subprocess.run(
@@ -378,7 +446,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "--only", default="face,projection,generation,dryrun,aggregate,leakage,evaluate"
+        "--only", default="face,projection,generation,dryrun,aggregate,leakage,exports,evaluate"
     )
     parser.add_argument("--aggregate-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--evaluate-child", type=Path, help=argparse.SUPPRESS)
@@ -403,6 +471,7 @@ def main() -> None:
             "dryrun": lambda: bench_dryrun(folder / "dryrun", demo),
             "aggregate": lambda: bench_aggregate(folder),
             "leakage": bench_leakage,
+            "exports": lambda: bench_exports(folder),
             "evaluate": lambda: bench_evaluate(folder),
         }
         for name, bench in benches.items():

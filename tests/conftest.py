@@ -55,3 +55,36 @@ def empty_model_layout(folder: Path) -> dict[str, str]:
 @pytest.fixture
 def demo_config(tmp_path, demo_root):
     return load_config(write_demo_config(tmp_path, demo_root))
+
+
+# MXNet's own RecordIO reader, in a side environment: mxnet 1.9.1 is the last release, and it
+# imports on Python 3.11 only with numpy 1.23.5 (older than the pipeline's numpy).
+MXNET = ("mxnet==1.9.1", "numpy==1.23.5")
+
+
+@pytest.fixture(scope="session")
+def mxnet_python(tmp_path_factory) -> Path:
+    """The Python of a virtual environment holding MXNet; the tests fail, not skip, where it
+    cannot be installed on x86-64 (MXNet publishes wheels for it only)."""
+    import platform
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("mxnet") / "env"
+    python = folder / "bin" / "python"
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *MXNET],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        subprocess.run([str(python), "-c", "import mxnet.recordio"], check=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        stderr = getattr(error, "stderr", "") or ""
+        if platform.machine() in ("x86_64", "AMD64"):
+            pytest.fail(f"cannot install {' '.join(MXNET)}: {error}\n{stderr[-2000:]}")
+        pytest.skip(f"no MXNet wheel for {platform.machine()}")
+    return python

@@ -520,3 +520,50 @@ def test_sources_flag_planted_leaks_and_collisions_among_the_considered():
     )
     assert summary["leakage"]["flagged_identities"] == ["s3", "s9"]
     assert summary["uniqueness"]["flagged_pairs"] == 2
+
+
+# --- the EER found by bisection is the argmin over the whole curves ------------------------------
+
+
+def brute_eer(genuine, impostor):
+    """The definition, over every observed score as threshold, in plain Python."""
+    thresholds = sorted(set(genuine.tolist()) | set(impostor.tolist()))
+    best = None
+    for t in thresholds:
+        fmr = sum(s >= t for s in impostor) / len(impostor)
+        fnmr = sum(s < t for s in genuine) / len(genuine)
+        if best is None or abs(fmr - fnmr) < best[0]:
+            best = (abs(fmr - fnmr), (fmr + fnmr) / 2, t)
+    return best[1], best[2]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_eer_by_bisection_equals_the_brute_force_argmin_even_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    # Scores on a coarse grid: long runs of ties, plateaus of equal |FMR - FNMR|.
+    genuine = np.round(rng.normal(0.5, 0.2, rng.integers(1, 40)), 1)
+    impostor = np.round(rng.normal(0.1, 0.2, rng.integers(1, 60)), 1)
+    eer, threshold = equal_error_rate(genuine, impostor)
+    expected_eer, expected_threshold = brute_eer(genuine, impostor)
+    assert eer == pytest.approx(expected_eer, abs=1e-12)
+    assert threshold == pytest.approx(expected_threshold)
+
+
+def test_fnmr_at_an_fmr_no_observed_threshold_reaches_is_one():
+    # 10 of 1,000 impostor scores at the top: FMR is exactly 1% above the zeros.
+    impostor = np.r_[np.zeros(990), np.ones(10)]
+    assert fnmr_at_fmr(np.array([0.5, 0.6]), impostor, 1e-3) is None  # too few pairs
+    assert fnmr_at_fmr(np.array([0.5, 0.6]), impostor, 1e-2) == 0.0
+    # 20 tie at the top: no observed threshold gets FMR to 1%, only one above every score.
+    assert fnmr_at_fmr(np.array([0.5, 0.6]), np.r_[np.zeros(980), np.ones(20)], 1e-2) == 1.0
+
+
+def test_consistency_leaves_out_single_image_identities():
+    embeddings = unit(np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32))
+    result = consistency(embeddings, ["a", "a", "b"])
+    # a's two images are 0.894 from their centre; b's one image (cosine 1) does not count.
+    assert result["share_at"]["0.5"] == 1.0 and result["share_at"]["0.3"] == 1.0
+    assert np.isnan(result["mean_cos_to_centre"]["b"])
+    assert result["mean_cos_to_centre"]["a"] == pytest.approx(np.cos(np.arctan2(0.8, 1.6)))
+    single = consistency(embeddings[2:], ["b"])
+    assert single["share_at"]["0.3"] is None

@@ -67,6 +67,9 @@ JOBS_OF_THE_DEMO = {
     ("aggregate", ""),
     ("evaluate", ""),
     ("report", ""),
+    ("export_recordio", ""),
+    ("export_webdataset", ""),
+    ("export_imagefolder", ""),
 }
 GPU_RULES = {"generate", "estimate_delta"}
 TIMEOUT = 600  # seconds for one snakemake invocation
@@ -304,7 +307,7 @@ def copy_run(source: Path, target: Path) -> Path:
     intermediate file while the files made from it are there and up to date.)"""
     shutil.copytree(source, target, symlinks=True)
     results = target / "results"
-    for made in ("shards", "dataset", "manifest.parquet", "manifest.csv", "dataset_card.json"):
+    for made in ("shards", "export", "manifest.parquet", "manifest.csv", "dataset_card.json"):
         path = results / made
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     (results / "samples.png").unlink()
@@ -342,7 +345,11 @@ def assert_same_images(ours: Path, theirs: Path, *patterns: str) -> None:
     assert not differing, f"{len(differing)} images differ, e.g. {differing[:5]}"
 
 
-IMAGE_PATTERNS = ("shards/*/raw/*/*.png", "shards/*/aligned/*/*.png", "dataset/**/*.png")
+IMAGE_PATTERNS = (
+    "shards/*/raw/*/*.png",
+    "shards/*/aligned/*/*.png",
+    "export/imagefolder/**/*.png",
+)
 
 
 # --- the scenarios, run at the same time ------------------------------------------------------
@@ -627,6 +634,7 @@ def big_run(folder: Path) -> Path:
             "ffhq.images_per_embed_shard": 5000,
             "plan.identities_per_shard": 100,
             "plan.images_per_identity": 20,
+            "export.formats": ["recordio", "webdataset"],  # a real run's (config.yaml)
         },
     )
     return folder
@@ -657,7 +665,7 @@ def dry_run(workdir: Path, profile: Path) -> dict[str, int]:
     return submissions(result.stdout + result.stderr)
 
 
-def test_a_200_shard_run_submits_264_jobs_or_212_with_the_profiles_groups(lab_profile, tmp_path):
+def test_a_200_shard_run_submits_266_jobs_or_212_with_the_profiles_groups(lab_profile, tmp_path):
     workdir = big_run(tmp_path / "run")
     one_by_one = dry_run(workdir, lab_profile)
     assert one_by_one == {
@@ -672,8 +680,10 @@ def test_a_200_shard_run_submits_264_jobs_or_212_with_the_profiles_groups(lab_pr
         "aggregate": 1,
         "evaluate": 1,
         "report": 1,
+        "export_recordio": 1,
+        "export_webdataset": 1,
     }
-    assert sum(one_by_one.values()) == 264
+    assert sum(one_by_one.values()) == 266
 
     # The profile's commented-out grouping block, switched on.
     lines = (lab_profile / "config.yaml").read_text().splitlines()
@@ -692,6 +702,6 @@ def test_a_200_shard_run_submits_264_jobs_or_212_with_the_profiles_groups(lab_pr
         "plan": 1,
         "hash_models": 1,
         "generate": 200,
-        "finish": 1,  # aggregate, evaluate and report
+        "finish": 1,  # aggregate, evaluate, report and the exports
     }
     assert sum(grouped_counts.values()) == 212

@@ -22,6 +22,9 @@ from tests.conftest import REPO, empty_model_layout, write_demo_config
 
 pytestmark = pytest.mark.workflow
 
+# The demo's exports (demo.yaml): rerun whenever the manifest changes.
+EXPORTS = {"export_recordio": 1, "export_webdataset": 1, "export_imagefolder": 1}
+
 IDENTITIES = 10
 IMAGES_PER_IDENTITY = 4
 FAST = {
@@ -143,7 +146,7 @@ def copy_run(run: Path, folder: Path) -> Path:
 def remove_generation(workdir: Path) -> None:
     """Back to the state before any generation job ran: the plans and Δ stay."""
     results = workdir / "results"
-    for name in ("shards", "dataset"):
+    for name in ("shards", "export"):
         shutil.rmtree(results / name)
     for name in ("manifest.parquet", "manifest.csv", "dataset_card.json", "samples.png"):
         (results / name).unlink()
@@ -158,6 +161,15 @@ def read_table(path: Path) -> list[dict]:
 
 
 # --- contracts --------------------------------------------------------------------------
+
+
+def test_every_output_file_is_as_readable_as_the_umask_says(run):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    files = [p for p in (run / "results").rglob("*") if p.is_file()]
+    assert len(files) > 100
+    wrong = [p for p in files if p.stat().st_mode & 0o777 != 0o666 & ~umask]
+    assert not wrong, [(str(p.relative_to(run)), oct(p.stat().st_mode & 0o777)) for p in wrong[:5]]
 
 
 def test_embeddings_contract_and_bad_inputs(run):
@@ -265,15 +277,11 @@ def test_manifest_accounts_for_every_planned_image(run):
     assert len(csv_lines) == len(rows) + 1
 
 
-def test_dataset_holds_exactly_the_passed_aligned_crops(run):
-    rows = read_table(run / "results/manifest.parquet")
-    passed = {f"{r['identity']}/{r['image_index']}.png" for r in rows if r["passed"]}
-    dataset = run / "results/dataset"
-    files = {str(p.relative_to(dataset)) for p in dataset.rglob("*.png")}
-    assert passed and files == passed
-    for name in list(passed)[:5]:
-        with Image.open(dataset / name) as image:
-            assert image.size == (112, 112)
+def test_every_export_holds_every_passed_image_for_its_real_reader(run, mxnet_python, tmp_path):
+    from tests.test_exports import assert_exports_hold_every_passed_image
+
+    assert_exports_hold_every_passed_image(run / "results", mxnet_python, tmp_path)
+    assert not (run / "results/dataset").exists()  # aggregate no longer makes a file per image
 
 
 def test_dataset_card_counts_agree_with_the_manifest(run):
@@ -315,6 +323,9 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         "aggregate": "aggregate",
         "evaluate": "evaluate",
         "report": "report",
+        "export_recordio": "export_recordio",
+        "export_webdataset": "export_webdataset",
+        "export_imagefolder": "export_imagefolder",
     }
     assert set(jobs) == rule_names(run)
     workdir = copy_run(run, tmp_path / "logs")
@@ -346,7 +357,13 @@ def test_changing_a_threshold_reruns_only_aggregation(run, tmp_path):
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["quality"]["min_det_score"] = 0.99
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    assert planned_jobs(workdir) == {"aggregate": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_jobs(workdir) == {
+        "aggregate": 1,
+        "evaluate": 1,
+        "report": 1,
+        **EXPORTS,
+        "all": 1,
+    }
     snakemake(workdir)
     rows = read_table(workdir / "results/manifest.parquet")
     assert all(r["det_score"] >= 0.99 for r in rows if r["passed"])
@@ -390,6 +407,7 @@ def test_a_failed_shard_leaves_the_others_and_only_it_reruns(run, tmp_path):
         "aggregate": 1,
         "evaluate": 1,
         "report": 1,
+        **EXPORTS,
         "all": 1,
     }
     snakemake(workdir)
@@ -781,6 +799,7 @@ def test_the_plans_gates_drop_exactly_the_planted_identities(run, tmp_path):
         "aggregate",
         "evaluate",
         "report",
+        *EXPORTS,
     }
     snakemake(workdir)
     assert reused_and_made(workdir)[1] == 0  # the kept identities' images are reused
@@ -809,7 +828,13 @@ def test_the_quality_gates_reject_in_their_documented_order(run, tmp_path):
     limit = float(np.median(list(before.values())))
     change_config(workdir, "quality.max_real_similarity", limit)
     change_config(workdir, "quality.max_identity_similarity", 0.99)
-    assert planned_jobs(workdir) == {"aggregate": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert planned_jobs(workdir) == {
+        "aggregate": 1,
+        "evaluate": 1,
+        "report": 1,
+        **EXPORTS,
+        "all": 1,
+    }
     snakemake(workdir)
     rows = read_table(workdir / "results/manifest.parquet")
     reason = {(r["identity"], r["image_index"]): r["reject_reason"] for r in rows}

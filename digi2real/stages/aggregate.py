@@ -1,4 +1,5 @@
-"""Rule `aggregate`: the shard manifests in one, the quality filter, the ImageFolder dataset.
+"""Rule `aggregate`: the shard manifests in one, the quality filter, the embeddings of the
+generated images (the exports, export_*, build the datasets trainers read).
 
 The quality thresholds are read here only: changing them reruns this rule and the report,
 never a generation shard.
@@ -24,11 +25,10 @@ def run(
     results: Path,
     manifests: list[Path],
     out: Path,
-    dataset: Path,
     embeddings: Path,
     real: list[Path] | None = None,
 ) -> None:
-    """Shard `manifests` (under `results`) -> the manifest `out`, the `dataset` folder and the
+    """Shard `manifests` (under `results`) -> the manifest `out` and the
     `embeddings` of every generated image with a face, marked passed or not. `real`: the real faces'
     embeddings files (FFHQ, the gallery), for quality.max_real_similarity."""
     import numpy as np
@@ -42,7 +42,6 @@ def run(
         read_generated_embeddings,
         read_real_faces,
         read_shard_manifests,
-        write_dataset,
         write_generated_embeddings,
         write_manifest,
     )
@@ -99,5 +98,4 @@ def run(
             ),
         ),
     )
-    write_dataset(table, results, dataset)
     write_manifest(table, out)

@@ -93,6 +93,15 @@ def run(
         )
     digiface = read_statuses(digiface_path)  # the embeddings are read a chunk at a time
     real_files = [ffhq_path] + ([gallery_path] if gallery_path else [])
+    # One model's space or the comparison means nothing: every input was embedded by it.
+    statuses = {path: read_statuses(path) for path in real_files}
+    for path in real_files:
+        theirs = statuses[path].attrs.get("arcface_sha256")
+        if theirs != digiface.attrs.get("arcface_sha256"):
+            raise DataError(
+                f"{path}: embedded by another recognizer (sha256 {theirs}) than "
+                f"{digiface_path} ({digiface.attrs.get('arcface_sha256')})"
+            )
     gallery = Gallery(*read_real_faces(real_files))
 
     # 1. The sources: every identity with a prototype, planned or dropped by the plan's gates
@@ -150,9 +159,9 @@ def run(
         images["image_index"] = np.concatenate(image_index).tolist()
         summary["generated"] = generated_summary
     summary["sources"] = sources
-    inputs = {"digiface": digiface, "ffhq": read_statuses(ffhq_path)}
+    inputs = {"digiface": digiface, "ffhq": statuses[ffhq_path]}
     if gallery_path:
-        inputs["gallery"] = read_statuses(gallery_path)
+        inputs["gallery"] = statuses[gallery_path]
     summary["yield"] = yield_summary(manifest, names, status, reasons, inputs)
 
     # 3. Written: the tables first, the JSON (what the report reads) last.

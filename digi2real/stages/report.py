@@ -18,6 +18,7 @@ CONFIG_KEYS = [
     "generation",
     "quality",
     "evaluation",
+    "export.formats",
 ]
 # results/report/<name>.png, in the order the report shows them
 FIGURES = ("verification", "leakage", "quality", "pose", "sources", "collisions", "leaks")
@@ -64,6 +65,7 @@ def run(
     content = dataset_card(table, config, read_model_hashes(models_path))
     content["certificate"] = certificate(evaluation)
     content["job_seconds"] = job_seconds(results / "benchmarks")
+    content["storage"] = storage(results, config["export"]["formats"], content["passed_images"])
 
     figures.mkdir(parents=True, exist_ok=True)
     plots.verification_plot(evaluation, figures / "verification.png")
@@ -137,6 +139,23 @@ def write_certificate_table(headline: dict, path: Path) -> None:
         writer.writerow([measure, shown, REFERENCES.get(measure, "")])
     with atomic_path(path) as temporary:
         temporary.write_text(buffer.getvalue())
+
+
+def storage(results: Path, formats: list[str], passed: int) -> dict:
+    """Files and bytes of the generation shards and of each export, and bytes per passed image:
+    what a run costs a cluster's file-count and space quotas."""
+    import os
+
+    def usage(folder: Path) -> dict:
+        files = [Path(root, name) for root, _, names in os.walk(folder) for name in names]
+        size = sum(path.stat().st_size for path in files)
+        per_image = round(size / passed) if passed else None
+        return {"files": len(files), "bytes": size, "bytes_per_passed_image": per_image}
+
+    return {
+        "shards": usage(results / "shards"),
+        **{f"export/{name}": usage(results / "export" / name) for name in formats},
+    }
 
 
 def job_seconds(benchmarks: Path) -> dict:

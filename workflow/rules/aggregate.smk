@@ -7,7 +7,6 @@ rule aggregate:
     output:
         manifest=results("manifest.parquet"),
         csv=results("manifest.csv"),
-        dataset=directory(results("dataset")),
         embeddings=results("embeddings/generated.h5"),
     log:
         results("logs/aggregate.log"),
@@ -26,5 +25,5 @@ rule aggregate:
         real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
     shell:
         "python -m digi2real aggregate --config {params.config:q} --results {params.results}"
-        " {params.real} --out {output.manifest} --dataset {output.dataset}"
+        " {params.real} --out {output.manifest}"
         " --embeddings {output.embeddings} {input.manifests} > {log} 2>&1"

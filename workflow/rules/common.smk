@@ -22,6 +22,9 @@ import digi2real.stages.embed_generated
 import digi2real.stages.merge_embeddings_for_evaluation
 import digi2real.stages.estimate_delta
 import digi2real.stages.evaluate
+import digi2real.stages.export_imagefolder
+import digi2real.stages.export_recordio
+import digi2real.stages.export_webdataset
 import digi2real.stages.generate
 import digi2real.stages.hash_models
 import digi2real.stages.index_digiface

@@ -1,0 +1,224 @@
+"""The dataset in the formats face-recognition training code reads.
+
+- RecordIO (`train.rec`, `train.idx`, `property`): what insightface's arcface_torch, AdaFace and
+  DALI's `readers.mxnet` read. Record 0 is a header whose label is (N + 1, N + 1 + C); images
+  are records 1..N, each labelled with its class as a float; records N + 1..N + C give each
+  class's image range (first, last + 1); `property` is `C,112,112`. Written here byte for byte
+  as MXNet's `MXIndexedRecordIO` and `recordio.pack` do (dmlc-core's record format), so no MXNet
+  is needed to write it.
+- WebDataset tar shards (`<key>.jpg`, `<key>.cls`, `<key>.json`), shuffled with a seed so a shard
+  holds many identities, and a `wids` index (`index.json`) for random access.
+- ImageFolder: a folder per identity named `<label>_<identity>`, the label zero-padded, so that
+  torchvision's sorted folder order is the label order.
+
+Labels are 0..C-1 over the kept identities in manifest order, the same in every format and in
+each export's `labels.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import struct
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+RECORD_MAGIC = 0xCED7230A  # dmlc-core's kMagic, at the head of every record part
+IR_HEADER = struct.Struct("<IfQQ")  # MXNet's IRHeader: flag, label, id, id2
+IMAGE_SIZE = 112
+
+
+@dataclass(frozen=True)
+class Sample:
+    label: int
+    identity: str
+    image_index: int
+    crop: Path  # the aligned 112x112 crop
+    meta: dict  # what the WebDataset .json holds besides the label
+
+
+def labelled_samples(manifest: pa.Table, results: Path) -> tuple[list[str], list[Sample]]:
+    """The kept identities in manifest order (identity `k` has label `k`) and every passed
+    image, grouped by label in manifest order."""
+    columns = ["identity", "image_index", "aligned_path", "seed", "t", "det_score"]
+    passed = manifest.filter(manifest.column("passed")).select([*columns, "cos_prototype"])
+    rows = passed.to_pydict()  # column lists: 400,000 row dicts would be 10 times the memory
+    identities = list(dict.fromkeys(rows["identity"]))
+    label = {identity: k for k, identity in enumerate(identities)}
+    samples = [
+        Sample(
+            label=label[identity],
+            identity=identity,
+            image_index=int(index),
+            crop=results / aligned,
+            meta={
+                "identity": identity,
+                "image_index": int(index),
+                "label": label[identity],
+                "seed": int(seed),
+                "t": float(t),
+                "det_score": float(det),
+                "cos_prototype": float(cos),
+            },
+        )
+        for identity, index, aligned, seed, t, det, cos in zip(
+            *(rows[c] for c in [*columns, "cos_prototype"]), strict=True
+        )
+    ]
+    samples.sort(key=lambda sample: sample.label)  # stable: manifest order within a label
+    return identities, samples
+
+
+def labels_csv(identities: list[str], samples: list[Sample]) -> str:
+    counts = np.bincount([s.label for s in samples], minlength=len(identities))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["label", "identity", "images"])
+    for label, identity in enumerate(identities):
+        writer.writerow([label, identity, int(counts[label])])
+    return buffer.getvalue()
+
+
+def jpeg_bytes(path: Path, quality: int) -> bytes:
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _jpeg_of(job: tuple[Path, int]) -> bytes:
+    return jpeg_bytes(*job)
+
+
+def jpegs(samples: list[Sample], quality: int) -> Iterator[bytes]:
+    """Each sample's crop as JPEG, in order. Decoding and encoding 400,000 crops is minutes of
+    one core, so a large export spreads them over the cores this job was given."""
+    jobs = [(sample.crop, quality) for sample in samples]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if len(jobs) < 2000 or (cores or 1) < 2:
+        yield from map(_jpeg_of, jobs)
+        return
+    with multiprocessing.Pool(cores) as pool:
+        yield from pool.imap(_jpeg_of, jobs, chunksize=256)
+
+
+# --- RecordIO --------------------------------------------------------------------------------
+
+
+def record_bytes(data: bytes) -> bytes:
+    """One record in dmlc-core's format: [magic, (cflag << 29) | length, data, zero padding to
+    4 bytes]. Where the data holds the magic word at a 4-byte-aligned offset, the record is cut
+    there into parts (cflag 1 first, 2 middle, 3 last) and that word dropped; readers put it
+    back (dmlc-core's RecordIOWriter::WriteRecord)."""
+    magic = struct.pack("<I", RECORD_MAGIC)
+    out, start = bytearray(), 0
+    for offset in range(0, len(data) - len(data) % 4, 4):
+        if data[offset : offset + 4] == magic:
+            out += magic + struct.pack("<I", (1 if start == 0 else 2) << 29 | (offset - start))
+            out += data[start:offset]
+            start = offset + 4
+    out += magic + struct.pack("<I", (3 if start else 0) << 29 | (len(data) - start))
+    out += data[start:]
+    out += b"\0" * (-len(data) % 4)
+    return bytes(out)
+
+
+def pack(label: float | list[float], payload: bytes = b"", record_id: int = 0) -> bytes:
+    """MXNet's recordio.pack: a scalar label in the header, or a float32 label vector after it
+    with the header's flag its length."""
+    if isinstance(label, list):
+        vector = np.asarray(label, np.float32)
+        return IR_HEADER.pack(len(vector), 0.0, record_id, 0) + vector.tobytes() + payload
+    return IR_HEADER.pack(0, float(label), record_id, 0) + payload
+
+
+def write_recordio(folder: Path, identities: list[str], samples: list[Sample], quality: int):
+    """train.rec, train.idx (`key<TAB>offset` per record, in writing order), property and
+    labels.csv into `folder`, which must be new and empty (the caller renames it into place)."""
+    n, classes = len(samples), len(identities)
+    with open(folder / "train.rec", "wb") as rec, open(folder / "train.idx", "w") as idx:
+
+        def write(key: int, data: bytes) -> None:
+            idx.write(f"{key}\t{rec.tell()}\n")
+            rec.write(record_bytes(data))
+
+        first = {}
+        encoded = zip(samples, jpegs(samples, quality), strict=True)
+        for key, (sample, jpeg) in enumerate(encoded, start=1):
+            first.setdefault(sample.label, key)
+            write(key, pack(float(sample.label), jpeg, key))
+        bounds = [first[label] for label in range(classes)] + [n + 1]
+        for label in range(classes):
+            write(n + 1 + label, pack([float(bounds[label]), float(bounds[label + 1])]))
+        write(0, pack([float(n + 1), float(n + 1 + classes)]))  # last, as insightface's tool
+    (folder / "property").write_text(f"{classes},{IMAGE_SIZE},{IMAGE_SIZE}\n")
+    (folder / "labels.csv").write_text(labels_csv(identities, samples))
+
+
+# --- WebDataset --------------------------------------------------------------------------------
+
+
+def write_webdataset(
+    folder: Path,
+    identities: list[str],
+    samples: list[Sample],
+    quality: int,
+    per_shard: int,
+    seed: int,
+) -> None:
+    """shard-NNNNNN.tar of `per_shard` samples each, in an order shuffled with `seed`; the wids
+    index `index.json` and labels.csv, into the new folder `folder`."""
+    order = np.random.default_rng(seed).permutation(len(samples))
+    shuffled = [samples[position] for position in order]
+    encoded = jpegs(shuffled, quality)
+    shards = []
+    for number, start in enumerate(range(0, len(shuffled), per_shard)):
+        name = f"shard-{number:06d}.tar"
+        chunk = shuffled[start : start + per_shard]
+        with tarfile.open(folder / name, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in chunk:
+                key = f"{sample.label:07d}_{sample.image_index:05d}"
+                for suffix, data in (
+                    ("jpg", next(encoded)),
+                    ("cls", f"{sample.label}".encode()),
+                    ("json", json.dumps(sample.meta, sort_keys=True).encode()),
+                ):
+                    member = tarfile.TarInfo(f"{key}.{suffix}")
+                    member.size, member.mode, member.mtime = len(data), 0o644, 0
+                    tar.addfile(member, io.BytesIO(data))
+        shards.append({"url": name, "nsamples": len(chunk)})
+    index = {"wids_version": 1, "name": "digi2real", "shardlist": shards}
+    (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (folder / "labels.csv").write_text(labels_csv(identities, samples))
+
+
+# --- ImageFolder ---------------------------------------------------------------------------------
+
+
+def imagefolder_name(label: int, identity: str, classes: int) -> str:
+    """`<label>_<identity>`, the label zero-padded to the width of the largest: sorted names
+    (torchvision's class order) are label order, whatever the identities are called."""
+    return f"{label:0{len(str(max(classes - 1, 0)))}d}_{identity}"
+
+
+def write_imagefolder(folder: Path, identities: list[str], samples: list[Sample]) -> None:
+    """A folder per identity holding its crops (hard links where the file system allows),
+    and labels.csv, into the new folder `folder`."""
+    from digi2real.formats import link_or_copy
+
+    for label, identity in enumerate(identities):
+        (folder / imagefolder_name(label, identity, len(identities))).mkdir()
+    for sample in samples:
+        target = folder / imagefolder_name(sample.label, sample.identity, len(identities))
+        link_or_copy(sample.crop, target / f"{sample.image_index}{sample.crop.suffix}")
+    (folder / "labels.csv").write_text(labels_csv(identities, samples))

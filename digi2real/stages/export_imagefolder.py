@@ -1,0 +1,25 @@
+"""Rule `export_imagefolder`: the passed images as an ImageFolder, a folder per identity
+named by its zero-padded label (digi2real/exports.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real.config import Config
+
+CONFIG_KEYS: list[str] = []
+
+
+def run(config: Config, results: Path, manifest: Path, out: Path) -> None:
+    """The export of the aggregated `manifest` (paths under `results`) into the folder `out`,
+    built aside and renamed into place."""
+    import pyarrow.parquet as pq
+
+    from digi2real.exports import labelled_samples, write_imagefolder
+    from digi2real.formats import atomic_folder
+    from digi2real.progress import log
+
+    identities, samples = labelled_samples(pq.read_table(manifest), results)
+    with atomic_folder(out) as staging:
+        write_imagefolder(staging, identities, samples)
+    log.info("export_imagefolder: %d images of %d identities", len(samples), len(identities))

@@ -1,0 +1,25 @@
+"""Rule `export_recordio`: the passed images as MXNet RecordIO (train.rec, train.idx,
+property), what insightface's arcface_torch reads (digi2real/exports.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real.config import Config
+
+CONFIG_KEYS: list[str] = ["export.jpeg_quality"]
+
+
+def run(config: Config, results: Path, manifest: Path, out: Path) -> None:
+    """The export of the aggregated `manifest` (paths under `results`) into the folder `out`,
+    built aside and renamed into place."""
+    import pyarrow.parquet as pq
+
+    from digi2real.exports import labelled_samples, write_recordio
+    from digi2real.formats import atomic_folder
+    from digi2real.progress import log
+
+    identities, samples = labelled_samples(pq.read_table(manifest), results)
+    with atomic_folder(out) as staging:
+        write_recordio(staging, identities, samples, config["export"]["jpeg_quality"])
+    log.info("export_recordio: %d images of %d identities", len(samples), len(identities))

@@ -1,0 +1,32 @@
+"""Rule `export_webdataset`: the passed images as WebDataset tar shards with a wids index
+(digi2real/exports.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from digi2real.config import Config
+
+CONFIG_KEYS: list[str] = ["seed", "export.jpeg_quality", "export.samples_per_tar"]
+
+
+def run(config: Config, results: Path, manifest: Path, out: Path) -> None:
+    """The export of the aggregated `manifest` (paths under `results`) into the folder `out`,
+    built aside and renamed into place."""
+    import pyarrow.parquet as pq
+
+    from digi2real.exports import labelled_samples, write_webdataset
+    from digi2real.formats import atomic_folder
+    from digi2real.progress import log
+
+    identities, samples = labelled_samples(pq.read_table(manifest), results)
+    with atomic_folder(out) as staging:
+        write_webdataset(
+            staging,
+            identities,
+            samples,
+            config["export"]["jpeg_quality"],
+            config["export"]["samples_per_tar"],
+            config["seed"],
+        )
+    log.info("export_webdataset: %d images of %d identities", len(samples), len(identities))
