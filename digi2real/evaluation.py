@@ -33,14 +33,19 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms > 0, norms, 1)
 
 
+def identity_positions(labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """Identities in order of first appearance, and each row's position among them."""
+    names = list(dict.fromkeys(labels))
+    position = {name: k for k, name in enumerate(names)}
+    return names, np.fromiter((position[label] for label in labels), np.int64, len(labels))
+
+
 def identity_centres(
     embeddings: np.ndarray, labels: list[str]
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Identities in order of first appearance, their centres (the renormalised mean of their
     embeddings) and each row's identity position. Summed in float64, a chunk of rows at a time."""
-    names = list(dict.fromkeys(labels))
-    position = {name: k for k, name in enumerate(names)}
-    index = np.fromiter((position[label] for label in labels), np.int64, len(labels))
+    names, index = identity_positions(labels)
     sums = np.zeros((len(names), embeddings.shape[1]), np.float64)
     add_by_group(sums, embeddings, index)
     return names, unit(sums), index
@@ -144,7 +149,7 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
 
 def genuine_scores(embeddings: np.ndarray, labels: list[str]) -> np.ndarray:
     """The cosine of every pair of images of the same identity."""
-    _, _, index = identity_centres(embeddings, labels)
+    _, index = identity_positions(labels)  # the pairs need no centres
     order = np.argsort(index, kind="stable")  # each identity's rows together, in one pass
     bounds = np.flatnonzero(np.diff(index[order])) + 1
     scores = []
@@ -163,7 +168,7 @@ def impostor_scores(
 ) -> np.ndarray:
     """The cosine of every pair of images of different identities when there are at most
     `exhaustive_up_to` images, else of `sample` such pairs drawn with `seed`."""
-    _, _, index = identity_centres(embeddings, labels)
+    _, index = identity_positions(labels)  # the pairs need no centres
     n = len(index)
     if n <= exhaustive_up_to:
         scores = []

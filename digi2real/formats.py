@@ -141,13 +141,16 @@ def write_embeddings(path: str | Path, table: EmbeddingTable) -> None:
         file.attrs.update(table.attrs)
 
 
-def read_embeddings(path: str | Path) -> EmbeddingTable:
+def read_embeddings(path: str | Path, embeddings: bool = True) -> EmbeddingTable:
+    """An embeddings file; without its `embedding` matrix (an empty (0, 512) array) when
+    `embeddings` is false: what a count of its images by status needs, without reading a
+    500,000-row matrix."""
     with open_h5(path, "an embeddings file") as file:
         missing = {"embedding", "status", "identity", "path", "det_score"} - set(file)
         if missing:
             raise DataError(f"{path}: not an embeddings file, lacks {sorted(missing)}")
         return EmbeddingTable(
-            embedding=file["embedding"][()],
+            embedding=file["embedding"][()] if embeddings else np.zeros((0, 512), np.float32),
             status=file["status"][()],
             identity=read_strings(file["identity"]),
             path=read_strings(file["path"]),
@@ -155,25 +158,6 @@ def read_embeddings(path: str | Path) -> EmbeddingTable:
             message=read_strings(file["message"])
             if "message" in file
             else [""] * len(file["status"]),
-            attrs=dict(file.attrs),
-        )
-
-
-def read_statuses(path: str | Path) -> EmbeddingTable:
-    """An embeddings file without its embeddings (an empty (0, 512) array): what a count of its
-    images by status needs, without reading a 500,000-row matrix."""
-    with open_h5(path, "an embeddings file") as file:
-        missing = {"status", "path"} - set(file)
-        if missing:
-            raise DataError(f"{path}: not an embeddings file, lacks {sorted(missing)}")
-        n = len(file["status"])
-        return EmbeddingTable(
-            embedding=np.zeros((0, 512), np.float32),
-            status=file["status"][()],
-            identity=read_strings(file["identity"]) if "identity" in file else [""] * n,
-            path=read_strings(file["path"]),
-            det_score=file["det_score"][()] if "det_score" in file else np.full(n, np.nan),
-            message=read_strings(file["message"]) if "message" in file else [""] * n,
             attrs=dict(file.attrs),
         )
 

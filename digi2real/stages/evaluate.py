@@ -54,10 +54,10 @@ def run(
         evaluate_sources,
     )
     from digi2real.formats import (
+        read_embeddings,
         read_generated_embeddings,
         read_plan_identities,
         read_real_faces,
-        read_statuses,
         write_evaluation,
         write_evaluation_table,
     )
@@ -91,10 +91,11 @@ def run(
             f"{manifest_path}: {len(passed_keys)} passed images, but the generated embeddings "
             f"hold {len(labels)} of them"
         )
-    digiface = read_statuses(digiface_path)  # the embeddings are read a chunk at a time
+    # The DigiFace embeddings are read a chunk at a time (streamed_prototypes), if at all.
+    digiface = read_embeddings(digiface_path, embeddings=False)
     real_files = [ffhq_path] + ([gallery_path] if gallery_path else [])
     # One model's space or the comparison means nothing: every input was embedded by it.
-    statuses = {path: read_statuses(path) for path in real_files}
+    statuses = {path: read_embeddings(path, embeddings=False) for path in real_files}
     for path in real_files:
         theirs = statuses[path].attrs.get("arcface_sha256")
         if theirs != digiface.attrs.get("arcface_sha256"):
