@@ -15,8 +15,9 @@ rule export_recordio:
         *ENVMODULES["cpu"],
     params:
         config=settings(stages.export_recordio),
+        results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
-        "python -m digi2real export-recordio --config {params.config:q} --results {RESULTS}"
+        "python -m digi2real export-recordio --config {params.config:q} --results {params.results}"
         " --manifest {input} --out {output} > {log} 2>&1"
 
 
@@ -37,8 +38,9 @@ rule export_webdataset:
         *ENVMODULES["cpu"],
     params:
         config=settings(stages.export_webdataset),
+        results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
-        "python -m digi2real export-webdataset --config {params.config:q} --results {RESULTS}"
+        "python -m digi2real export-webdataset --config {params.config:q} --results {params.results}"
         " --manifest {input} --out {output} > {log} 2>&1"
 
 
@@ -59,6 +61,7 @@ rule export_imagefolder:
         *ENVMODULES["cpu"],
     params:
         config=settings(stages.export_imagefolder),
+        results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
-        "python -m digi2real export-imagefolder --config {params.config:q} --results {RESULTS}"
+        "python -m digi2real export-imagefolder --config {params.config:q} --results {params.results}"
         " --manifest {input} --out {output} > {log} 2>&1"
