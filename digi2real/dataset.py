@@ -14,7 +14,7 @@ import pyarrow as pa
 from PIL import Image
 
 from digi2real.config import Config
-from digi2real.formats import atomic_path
+from digi2real.formats import ArchivedImage, atomic_path
 
 # The reasons, in the order the filter assigns them: an image gets the first that applies.
 # Per image: its status when not ok, then its detection score, its cosine to the prototype, its
@@ -151,17 +151,17 @@ def dataset_card(table: pa.Table, config: Config, model_hashes: dict[str, str]) 
     }
 
 
-def passed_by_identity(table: pa.Table) -> dict[str, list[str]]:
-    """The aligned crops (paths under the results folder) of the passed images, by identity,
-    in manifest order."""
+def passed_by_identity(table: pa.Table, results: Path) -> dict[str, list[ArchivedImage]]:
+    """The aligned crops of the passed images, by identity, in manifest order."""
     passed = table.filter(table.column("passed"))
-    out: dict[str, list[str]] = {}
-    for identity, path in zip(
+    out: dict[str, list[ArchivedImage]] = {}
+    for identity, archive, member in zip(
         passed.column("identity").to_pylist(),
+        passed.column("archive").to_pylist(),
         passed.column("aligned_path").to_pylist(),
         strict=True,
     ):
-        out.setdefault(identity, []).append(path)
+        out.setdefault(identity, []).append(ArchivedImage(results / archive, member))
     return out
 
 
@@ -172,7 +172,7 @@ def sample_grid(
     picture a person checks first."""
     from PIL import ImageDraw
 
-    by_identity = dict(list(passed_by_identity(table).items())[:rows])
+    by_identity = dict(list(passed_by_identity(table, results).items())[:rows])
     label = 80  # pixels of the identity column
     grid = Image.new(
         "RGB", (label + 112 * per_row, 112 * max(1, len(by_identity))), (255, 255, 255)
@@ -181,7 +181,7 @@ def sample_grid(
     for row, (identity, images) in enumerate(by_identity.items()):
         draw.text((4, 112 * row + 50), identity[:12], fill=(0, 0, 0))
         for col, image in enumerate(images[:per_row]):
-            with Image.open(results / image) as crop:
+            with image.open() as crop:
                 grid.paste(crop.convert("RGB"), (label + 112 * col, 112 * row))
     with atomic_path(path) as temporary:
         grid.save(temporary, format="PNG")

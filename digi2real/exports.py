@@ -32,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from digi2real.formats import IMAGE_SUFFIX, ImageArchives
+
 RECORD_MAGIC = 0xCED7230A  # dmlc-core's kMagic, at the head of every record part
 IR_HEADER = struct.Struct("<IfQQ")  # MXNet's IRHeader: flag, label, id, id2
 IMAGE_SIZE = 112
@@ -42,14 +44,15 @@ class Sample:
     label: int
     identity: str
     image_index: int
-    crop: Path  # the aligned 112x112 crop
+    archive: Path  # the shard's image archive
+    crop: str  # the aligned 112x112 crop's member name in it
     meta: dict  # what the WebDataset .json holds besides the label
 
 
 def labelled_samples(manifest: pa.Table, results: Path) -> tuple[list[str], list[Sample]]:
     """The kept identities in manifest order (identity `k` has label `k`) and every passed
     image, grouped by label in manifest order."""
-    columns = ["identity", "image_index", "aligned_path", "seed", "t", "det_score"]
+    columns = ["identity", "image_index", "archive", "aligned_path", "seed", "t", "det_score"]
     passed = manifest.filter(manifest.column("passed")).select([*columns, "cos_prototype"])
     rows = passed.to_pydict()  # column lists: 400,000 row dicts would be 10 times the memory
     identities = list(dict.fromkeys(rows["identity"]))
@@ -59,7 +62,8 @@ def labelled_samples(manifest: pa.Table, results: Path) -> tuple[list[str], list
             label=label[identity],
             identity=identity,
             image_index=int(index),
-            crop=results / aligned,
+            archive=results / archive,
+            crop=aligned,
             meta={
                 "identity": identity,
                 "image_index": int(index),
@@ -70,7 +74,7 @@ def labelled_samples(manifest: pa.Table, results: Path) -> tuple[list[str], list
                 "cos_prototype": float(cos),
             },
         )
-        for identity, index, aligned, seed, t, det, cos in zip(
+        for identity, index, archive, aligned, seed, t, det, cos in zip(
             *(rows[c] for c in [*columns, "cos_prototype"]), strict=True
         )
     ]
@@ -88,22 +92,37 @@ def labels_csv(identities: list[str], samples: list[Sample]) -> str:
     return buffer.getvalue()
 
 
-def jpeg_bytes(path: Path, quality: int) -> bytes:
-    with Image.open(path) as image:
+# Each process's open archives: the exports read the crops in shard order, a worker a chunk
+# of them at a time.
+_ARCHIVES = ImageArchives()
+
+
+def crop_bytes(sample: Sample) -> bytes:
+    """The sample's crop as stored in its shard's archive."""
+    return _ARCHIVES.read(sample.archive, sample.crop)
+
+
+def jpeg_bytes(sample: Sample, quality: int) -> bytes:
+    """The crop as JPEG: a crop stored as JPEG as it is (a second encoding would only lose
+    more), a PNG one encoded at `quality`."""
+    data = crop_bytes(sample)
+    if sample.crop.endswith(IMAGE_SUFFIX["jpeg"]):
+        return data
+    with Image.open(io.BytesIO(data)) as image:
         rgb = image.convert("RGB")
     buffer = io.BytesIO()
     rgb.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
-def _jpeg_of(job: tuple[Path, int]) -> bytes:
+def _jpeg_of(job: tuple[Sample, int]) -> bytes:
     return jpeg_bytes(*job)
 
 
 def jpegs(samples: list[Sample], quality: int) -> Iterator[bytes]:
     """Each sample's crop as JPEG, in order. Decoding and encoding 400,000 crops is minutes of
     one core, so a large export spreads them over the cores this job was given."""
-    jobs = [(sample.crop, quality) for sample in samples]
+    jobs = [(sample, quality) for sample in samples]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if len(jobs) < 2000 or (cores or 1) < 2:
         yield from map(_jpeg_of, jobs)
@@ -212,13 +231,11 @@ def imagefolder_name(label: int, identity: str, classes: int) -> str:
 
 
 def write_imagefolder(folder: Path, identities: list[str], samples: list[Sample]) -> None:
-    """A folder per identity holding its crops (hard links where the file system allows),
-    and labels.csv, into the new folder `folder`."""
-    from digi2real.formats import link_or_copy
-
+    """A folder per identity holding its crops, as stored, and labels.csv, into the new folder
+    `folder`."""
     for label, identity in enumerate(identities):
         (folder / imagefolder_name(label, identity, len(identities))).mkdir()
     for sample in samples:
         target = folder / imagefolder_name(sample.label, sample.identity, len(identities))
-        link_or_copy(sample.crop, target / f"{sample.image_index}{sample.crop.suffix}")
+        (target / f"{sample.image_index}{Path(sample.crop).suffix}").write_bytes(crop_bytes(sample))
     (folder / "labels.csv").write_text(labels_csv(identities, samples))

@@ -5,6 +5,7 @@ Every image gets a `FaceResult` with a status and a message; a bad image never s
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -36,16 +37,25 @@ class UnreadableImage(Exception):
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image of any common mode (RGB, RGBA, L, 16-bit, palette) to 8-bit BGR."""
+    return _decode(path, path)
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """`read_image` for encoded bytes (a member of a shard's archive), errors naming `name`."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, name) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()  # decodes fully, so a truncated file fails here rather than later
             return pil_to_bgr(image)
     except FileNotFoundError:
-        raise UnreadableImage(f"{path}: file not found") from None
+        raise UnreadableImage(f"{name}: file not found") from None
     except UnidentifiedImageError:
-        raise UnreadableImage(f"{path}: not an image (or an empty file)") from None
+        raise UnreadableImage(f"{name}: not an image (or an empty file)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise UnreadableImage(f"{path}: cannot decode: {error}") from None
+        raise UnreadableImage(f"{name}: cannot decode: {error}") from None
 
 
 def pil_to_bgr(image: Image.Image) -> np.ndarray:

@@ -6,10 +6,12 @@ name and renamed, so that no reader ever sees half a file.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,6 +336,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("source_image", pa.string()),
         ("status", pa.string()),
         ("message", pa.string()),
+        ("archive", pa.string()),
         ("raw_path", pa.string()),
         ("aligned_path", pa.string()),
         ("det_score", pa.float32()),
@@ -344,19 +347,161 @@ MANIFEST_SCHEMA = pa.schema(
 )
 MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
 
+IMAGE_ARCHIVE = "images.zip"  # a committed shard's images, beside its manifest
+IMAGE_SUFFIX = {"png": ".png", "jpeg": ".jpg"}
+# Fixed member dates and modes: a shard's archive is a function of its images alone, so a
+# resumed shard's archive is bitwise the uninterrupted one's.
+_MEMBER_DATE = (1980, 1, 1, 0, 0, 0)
+_MEMBER_MODE = 0o644 << 16
 
-def raw_path(identity: str, image_index: int) -> str:
-    return f"raw/{identity}/{image_index}.png"
+
+@dataclass(frozen=True)
+class ImageFormats:
+    """How a shard stores its images (`images:` of a resolved config): the raw generated image
+    as JPEG, PNG or not at all, the aligned crop as PNG or JPEG."""
+
+    raw: str  # jpeg | png | none
+    raw_quality: int
+    aligned: str  # png | jpeg
+    aligned_quality: int
+
+    @classmethod
+    def from_config(cls, config: dict) -> ImageFormats:
+        images = config["images"]
+        return cls(
+            raw=images["raw_format"],
+            raw_quality=int(images["raw_jpeg_quality"]),
+            aligned=images["aligned_format"],
+            aligned_quality=int(images["aligned_jpeg_quality"]),
+        )
+
+    @property
+    def keeps_raw(self) -> bool:
+        return self.raw != "none"
+
+    @property
+    def loose_raw(self) -> str:
+        """The format of a raw image while its shard runs: lossless when it will not be kept,
+        so the check sees the generated pixels."""
+        return self.raw if self.keeps_raw else "png"
+
+    def raw_key(self) -> dict:
+        """What of the raw format the stored bytes, and so the check, depend on."""
+        return {"format": self.raw, "quality": self.raw_quality if self.raw == "jpeg" else None}
 
 
-def aligned_path(identity: str, image_index: int) -> str:
-    return f"aligned/{identity}/{image_index}.png"
+def raw_path(identity: str, image_index: int, image_format: str = "png") -> str:
+    return f"raw/{identity}/{image_index}{IMAGE_SUFFIX[image_format]}"
+
+
+def aligned_path(identity: str, image_index: int, image_format: str = "png") -> str:
+    return f"aligned/{identity}/{image_index}{IMAGE_SUFFIX[image_format]}"
+
+
+def encode_image(rgb: np.ndarray, image_format: str, quality: int) -> bytes:
+    """An RGB uint8 array as PNG or JPEG bytes (libjpeg's defaults besides the quality: the
+    same pixels give the same bytes)."""
+    buffer = io.BytesIO()
+    if image_format == "jpeg":
+        Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    else:
+        Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_image(data: bytes, path: Path) -> None:
+    """Write encoded image bytes under a temporary name, then rename them into place."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def save_png(image: np.ndarray, path: Path) -> None:
     """Write an RGB uint8 array as PNG under a temporary name, then rename it into place."""
-    with atomic_path(path) as temporary:
-        Image.fromarray(image).save(temporary, format="PNG")
+    save_image(encode_image(image, "png", 0), path)
+
+
+class ImageArchiveWriter:
+    """Adds members to a shard's image archive (see `image_archive`)."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self._archive = archive
+
+    def add(self, name: str, data: bytes, comment: str = "") -> None:
+        info = zipfile.ZipInfo(name, date_time=_MEMBER_DATE)
+        info.external_attr = _MEMBER_MODE
+        info.comment = comment.encode()
+        self._archive.writestr(info, data)
+
+
+@contextlib.contextmanager
+def image_archive(path: Path) -> Iterator[ImageArchiveWriter]:
+    """A shard's image archive, written under a temporary name and renamed into place if the
+    block succeeds: a zip with every member stored (the images are compressed already), fixed
+    dates and modes, a member's comment its image key where it has one."""
+    with (
+        atomic_path(path) as temporary,
+        zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+    ):
+        yield ImageArchiveWriter(archive)
+
+
+@dataclass(frozen=True)
+class ArchivedImage:
+    """An image in a shard's archive: the archive's path and the member's name."""
+
+    archive: Path
+    member: str
+
+    def __str__(self) -> str:
+        return f"{self.archive}:{self.member}"
+
+    def open(self) -> Image.Image:
+        """The image, decoded lazily as PIL does; DataError if the archive or member is not
+        there."""
+        reader = ImageArchives(keep_open=1)
+        try:
+            return Image.open(io.BytesIO(reader.read(self.archive, self.member)))
+        finally:
+            reader.close()
+
+
+class ImageArchives:
+    """Members of shard archives read by (archive, member name), the last few archives kept
+    open: the exports and the report read thousands of images in shard order."""
+
+    def __init__(self, keep_open: int = 4) -> None:
+        self._keep_open = keep_open
+        self._open: dict[Path, zipfile.ZipFile] = {}
+
+    def _archive(self, archive: Path) -> zipfile.ZipFile:
+        if archive not in self._open:
+            if len(self._open) >= self._keep_open:
+                self._open.pop(next(iter(self._open))).close()
+            try:
+                self._open[archive] = zipfile.ZipFile(archive)
+            except (OSError, zipfile.BadZipFile) as error:
+                message = f"{archive}: cannot open the shard's image archive: {error}"
+                raise DataError(message) from None
+        return self._open[archive]
+
+    def comments(self, archive: Path) -> dict[str, str]:
+        """Each member's comment (a raw image's key) by name; empty when there is no archive."""
+        if not archive.is_file():
+            return {}
+        return {info.filename: info.comment.decode() for info in self._archive(archive).infolist()}
+
+    def read(self, archive: Path, member: str) -> bytes:
+        try:
+            return self._archive(archive).read(member)
+        except KeyError:
+            raise DataError(f"{archive}: has no member {member}") from None
+        except (OSError, zipfile.BadZipFile) as error:
+            raise DataError(f"{archive}: cannot read {member}: {error}") from None
+
+    def close(self) -> None:
+        for archive in self._open.values():
+            archive.close()
+        self._open.clear()
 
 
 def write_manifest(table: pa.Table, manifest: Path) -> None:
@@ -378,12 +523,11 @@ def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
         if missing:
             raise DataError(f"{manifest}: not a shard manifest, lacks {sorted(missing)}")
         prefix = str(manifest.parent.relative_to(results)) + "/"
-        for column in ("raw_path", "aligned_path"):
-            values = table.column(column)
-            relative = pc.if_else(
-                pc.equal(values, ""), "", pc.binary_join_element_wise(prefix, values, "")
-            )
-            table = table.set_column(table.schema.get_field_index(column), column, relative)
+        values = table.column("archive")
+        relative = pc.if_else(
+            pc.equal(values, ""), "", pc.binary_join_element_wise(prefix, values, "")
+        )
+        table = table.set_column(table.schema.get_field_index("archive"), "archive", relative)
         tables.append(table.select(list(MANIFEST_COLUMNS)))
     if not tables:
         raise DataError("no shard manifests to aggregate")
@@ -500,13 +644,6 @@ def atomic_folder(path: Path) -> Iterator[Path]:
         os.replace(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # another filesystem, or one without hard links
-        shutil.copyfile(source, target)
 
 
 def write_card(path: Path, card: dict) -> None:

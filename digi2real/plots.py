@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from digi2real.formats import atomic_path
+from digi2real.errors import DataError
+from digi2real.formats import ArchivedImage, atomic_path
 
 TILE = 112  # pixels of one face in the image grids
 LABEL = 14  # pixels of the label strip under a tile
@@ -133,14 +134,14 @@ def pose_plot(images, path: Path) -> None:
     _save(figure, path)
 
 
-def _tile(path: Path | None, label: str) -> Image.Image:
+def _tile(path: Path | ArchivedImage | None, label: str) -> Image.Image:
     tile = Image.new("RGB", (TILE, TILE + LABEL), (255, 255, 255))
     face = None
     if path is not None:
         try:
-            with Image.open(path) as image:
+            with path.open() if isinstance(path, ArchivedImage) else Image.open(path) as image:
                 face = image.convert("RGB").resize((TILE, TILE))
-        except OSError:
+        except (OSError, DataError):
             face = None
     if face is None:
         face = Image.new("RGB", (TILE, TILE), (200, 200, 200))
@@ -150,8 +151,10 @@ def _tile(path: Path | None, label: str) -> Image.Image:
     return tile
 
 
-def image_rows(rows: list[list[tuple[Path | None, str]]], path: Path, empty: str) -> None:
-    """A grid: each row a list of (image path or None, label) tiles, rows as given."""
+def image_rows(
+    rows: list[list[tuple[Path | ArchivedImage | None, str]]], path: Path, empty: str
+) -> None:
+    """A grid: each row a list of (image file, archived image or None, label) tiles."""
     columns = max((len(row) for row in rows), default=1)
     grid = Image.new("RGB", (TILE * columns, (TILE + LABEL) * max(1, len(rows))), "white")
     if not rows:

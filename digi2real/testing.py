@@ -3,7 +3,9 @@
 The workflow tests run real Snakemake jobs in other processes, so they reach a generation job
 through its environment: DIGI2REAL_FAIL_SHARDS (comma-separated shards that fail before their
 commit), DIGI2REAL_FAIL_ONCE_DIR (each shard fails once, leaving a marker file there) and
-DIGI2REAL_KILL_AFTER_IMAGES (SIGKILL after that many images written). Nothing else reads them.
+DIGI2REAL_KILL_AFTER_IMAGES (SIGKILL after that many images written) and
+DIGI2REAL_KILL_AFTER_PACKED (SIGKILL after that many images packed into the shard's archive, the
+archive half written). Nothing else reads them.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ class Faults:
         self.fail = str(shard) in os.environ.get("DIGI2REAL_FAIL_SHARDS", "").split(",")
         self.fail_once_dir = os.environ.get("DIGI2REAL_FAIL_ONCE_DIR")
         self.kill_after = int(os.environ.get("DIGI2REAL_KILL_AFTER_IMAGES", "0") or 0)
+        self.kill_after_packed = int(os.environ.get("DIGI2REAL_KILL_AFTER_PACKED", "0") or 0)
         self.written = 0
+        self.packed = 0
 
     def image_written(self) -> None:
         self.written += 1
         if self.kill_after and self.written >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def image_packed(self) -> None:
+        self.packed += 1
+        if self.kill_after_packed and self.packed >= self.kill_after_packed:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def before_commit(self) -> None:

@@ -9,9 +9,14 @@ dryrun:     `snakemake -n` on 20,000 identities x 20 images in 200 shards (synth
 aggregate:  aggregation of 400,000 manifest rows (wall time and peak memory)
 leakage:    nearest-gallery search (digi2real.evaluation.nearest), 40,000 images against
             70,000 gallery embeddings: seconds per 10^9 pairs, and what 400,000 images take
-exports:    each export (RecordIO, WebDataset, ImageFolder) of 400,000 passed 112x112 crops in
-            200 shards (1,000 distinct demo faces, each file its own copy): seconds and peak
-            memory of each, in its own process, and files and bytes per 1,000 images
+image-formats: bytes per image of the raw 512x512 image and the 112x112 crop in each format
+            `images:` offers, on real photographs (matplotlib's grace_hopper, and scikit-image's
+            astronaut when scikit-image is installed), and what a 400,000-image run stores
+exports:    400,000 passed 112x112 crops (1,000 distinct crops of real photographs) as loose
+            files in 200 shards, then packed into each shard's archive: files, bytes per 1,000
+            images and seconds of packing; then each export (RecordIO, WebDataset,
+            ImageFolder) from the archives: seconds and peak memory of each, in its own
+            process, and files and bytes per 1,000 images
 evaluate:   the `evaluate` stage on the files of 400,000 images of 20,000 identities against
             70,000 real faces, in a child process: wall time and peak memory
 
@@ -172,7 +177,8 @@ def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> lis
                 "source_image": [f"{i}/0.png" for i in identity],
                 "status": ["ok" if o else "no_face" for o in ok],
                 "message": [""] * rows,
-                "raw_path": [f"raw/{i}/{k}.png" for i, k in zip(identity, index, strict=True)],
+                "archive": ["images.zip"] * rows,
+                "raw_path": [f"raw/{i}/{k}.jpg" for i, k in zip(identity, index, strict=True)],
                 "aligned_path": [
                     f"aligned/{i}/{k}.png" if o else ""
                     for i, k, o in zip(identity, index, ok, strict=True)
@@ -196,10 +202,6 @@ def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> lis
                 landmarks=np.zeros((len(faces), 5, 2), np.float32),
             ),
         )
-        for i, k, o in zip(identity, index, ok, strict=True):
-            if o:
-                (path.parent / "aligned" / i).mkdir(parents=True, exist_ok=True)
-                (path.parent / "aligned" / i / f"{k}.png").write_bytes(b"png")
         manifests.append(path)
     return manifests
 
@@ -369,37 +371,122 @@ def evaluate_child(folder: Path) -> None:
     )
 
 
+def real_photographs() -> dict[str, object]:
+    """Photographs of real faces that packages ship (PIL images, RGB): matplotlib's Grace
+    Hopper always, scikit-image's astronaut (Eileen Collins) when it is installed."""
+    import matplotlib.cbook
+    from PIL import Image
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as stream:
+        photographs = {"grace_hopper": Image.open(stream).convert("RGB")}
+    try:
+        from skimage import data
+
+        photographs["astronaut"] = Image.fromarray(data.astronaut())
+    except ImportError:
+        pass
+    return photographs
+
+
+# Where the face is in each photograph: (left, top, right, bottom), measured by eye.
+FACE_BOXES = {"grace_hopper": (130, 60, 400, 330), "astronaut": (160, 40, 320, 200)}
+
+
+def face_crops(count: int) -> list[bytes]:
+    """`count` 112x112 PNG crops of the photographs' faces, each box shifted and scaled a
+    little (seeded), as the alignment of different images would cut them."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photographs = list(real_photographs().items())
+    crops = []
+    for k in range(count):
+        name, photograph = photographs[k % len(photographs)]
+        left, top, right, bottom = FACE_BOXES[name]
+        side = (right - left) * rng.uniform(0.85, 1.15)
+        x = left + (right - left - side) / 2 + rng.uniform(-0.08, 0.08) * side
+        y = top + (bottom - top - side) / 2 + rng.uniform(-0.08, 0.08) * side
+        crop = photograph.resize((112, 112), Image.BICUBIC, box=(x, y, x + side, y + side))
+        buffer = io.BytesIO()
+        crop.save(buffer, format="PNG")
+        crops.append(buffer.getvalue())
+    return crops
+
+
+def bench_image_formats() -> None:
+    from PIL import Image
+
+    from digi2real.formats import encode_image
+
+    images = 400_000
+    raw_sizes: dict[str, list[int]] = {}
+    crop_sizes: dict[str, list[int]] = {}
+    for name, photograph in real_photographs().items():
+        side = min(photograph.size)
+        raw = np.asarray(photograph.crop((0, 0, side, side)).resize((512, 512), Image.BICUBIC))
+        crop = np.asarray(photograph.resize((112, 112), Image.BICUBIC, box=FACE_BOXES[name]))
+        jpegs = [(f"JPEG {quality}", "jpeg", quality) for quality in (85, 90, 95)]
+        for label, fmt, quality in [("PNG", "png", 0), *jpegs]:
+            raw_sizes.setdefault(label, []).append(len(encode_image(raw, fmt, quality)))
+            crop_sizes.setdefault(label, []).append(len(encode_image(crop, fmt, quality)))
+        print(f"photograph {name}: {photograph.size[0]}x{photograph.size[1]}")
+    for what, sizes in (("raw 512x512", raw_sizes), ("crop 112x112", crop_sizes)):
+        for label, values in sizes.items():
+            print(f"{what} {label}: {', '.join(f'{v / 1000:.1f}' for v in values)} KB per image")
+    for raw_label, crop_label in (("JPEG 90", "PNG"), ("PNG", "PNG"), ("JPEG 90", "JPEG 95")):
+        per_image = np.mean(raw_sizes[raw_label]) + np.mean(crop_sizes[crop_label])
+        print(
+            f"{images:,} images, raw {raw_label} + crop {crop_label}: "
+            f"{per_image * images / 1e9:.0f} GB"
+        )
+
+
 def bench_exports(folder: Path, images: int = 400_000, shards: int = 200) -> None:
     import shutil
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from digi2real.demo import draw_face
+    from digi2real.formats import image_archive
 
     results = folder / "exports"
-    faces = []
-    for k in range(1000):  # aligned crops: the demo's faces are drawn at the template
-        path = folder / f"face{k}.png"
-        draw_face(k // 10, k % 10, seed=1).save(path)
-        faces.append(path)
+    crops = face_crops(1000)
     per_identity = 20
-    rows = {"identity": [], "image_index": [], "aligned_path": [], "passed": []}
+    rows = {"identity": [], "image_index": [], "archive": [], "aligned_path": [], "passed": []}
     for n in range(images):
         identity, index = str(n // per_identity), n % per_identity
-        relative = f"shards/{n * shards // images}/aligned/{identity}/{index}.png"
-        target = results / relative
+        member = f"aligned/{identity}/{index}.png"
+        target = results / f"shards/{n * shards // images}" / member
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(faces[n % len(faces)], target)
-        for key, value in zip(rows, (identity, index, relative, True), strict=True):
+        target.write_bytes(crops[n % len(crops)])
+        archive = f"shards/{n * shards // images}/images.zip"
+        for key, value in zip(rows, (identity, index, archive, member, True), strict=True):
             rows[key].append(value)
     rows.update(seed=list(range(images)), t=[0.5] * images, det_score=[0.9] * images)
     rows["cos_prototype"] = [0.6] * images
     pq.write_table(pa.table(rows), results / "manifest.parquet")
-    crops = sum(p.stat().st_size for p in (results / "shards").rglob("*.png"))
+    loose = [p for p in (results / "shards").rglob("*.png")]
+    loose_bytes = sum(p.stat().st_size for p in loose)
     print(
-        f"{images} crops as loose PNG files: {images} files, {crops / images * 1000:,.0f} bytes "
-        "per 1,000 images"
+        f"{images:,} crops of real photographs, loose PNG files in {shards} shards: "
+        f"{len(loose):,} files, {loose_bytes / images * 1000:,.0f} bytes per 1,000 images"
+    )
+    started = time.perf_counter()
+    for shard in sorted((results / "shards").iterdir()):
+        members = sorted(p for p in shard.rglob("*.png"))
+        with image_archive(shard / "images.zip") as archive:
+            for path in members:
+                archive.add(str(path.relative_to(shard)), path.read_bytes())
+        shutil.rmtree(shard / "aligned")
+    seconds = time.perf_counter() - started
+    packed = [p for p in (results / "shards").rglob("*") if p.is_file()]
+    packed_bytes = sum(p.stat().st_size for p in packed)
+    print(
+        f"packed into one archive a shard: {len(packed):,} files, "
+        f"{packed_bytes / images * 1000:,.0f} bytes per 1,000 images; packing took {seconds:.0f} s "
+        "(a real shard adds its manifest, its CSV copy, embeddings.h5 and records.jsonl)"
     )
     config = {"seed": 0, "export": {"jpeg_quality": 95, "samples_per_tar": 10000}}
     for name, keys in (
@@ -446,7 +533,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "--only", default="face,projection,generation,dryrun,aggregate,leakage,exports,evaluate"
+        "--only",
+        default="face,projection,generation,dryrun,aggregate,leakage,image-formats,exports,evaluate",
     )
     parser.add_argument("--aggregate-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--evaluate-child", type=Path, help=argparse.SUPPRESS)
@@ -471,6 +559,7 @@ def main() -> None:
             "dryrun": lambda: bench_dryrun(folder / "dryrun", demo),
             "aggregate": lambda: bench_aggregate(folder),
             "leakage": bench_leakage,
+            "image-formats": bench_image_formats,
             "exports": lambda: bench_exports(folder),
             "evaluate": lambda: bench_evaluate(folder),
         }

@@ -81,6 +81,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def assert_exports_hold_every_passed_image(results: Path, mxnet_python: Path, tmp_path: Path):
     """Shared by the workflow tests: every passed image once, its label, 112x112, its crop."""
+    import io
+    import zipfile
+
     import pyarrow.parquet as pq
     from PIL import Image
 
@@ -88,10 +91,11 @@ def assert_exports_hold_every_passed_image(results: Path, mxnet_python: Path, tm
     passed = [r for r in manifest if r["passed"]]
     identities = list(dict.fromkeys(r["identity"] for r in passed))
     label = {identity: k for k, identity in enumerate(identities)}
-    crop = {
-        (r["identity"], r["image_index"]): np.asarray(Image.open(results / r["aligned_path"]))
-        for r in passed
-    }
+    crop = {}
+    for r in passed:  # the aligned crops, from the shards' archives
+        with zipfile.ZipFile(results / r["archive"]) as archive:
+            data = archive.read(r["aligned_path"])
+        crop[(r["identity"], r["image_index"])] = np.asarray(Image.open(io.BytesIO(data)))
     expected = sorted((label[i], i, k) for i, k in crop)
     export = results / "export"
     labels_files = {p.read_text() for p in export.glob("*/labels.csv")}

@@ -345,9 +345,9 @@ def assert_same_images(ours: Path, theirs: Path, *patterns: str) -> None:
     assert not differing, f"{len(differing)} images differ, e.g. {differing[:5]}"
 
 
+# A committed shard's images are its archive, whose bytes are a function of its images alone.
 IMAGE_PATTERNS = (
-    "shards/*/raw/*/*.png",
-    "shards/*/aligned/*/*.png",
+    "shards/*/images.zip",
     "export/imagefolder/**/*.png",
 )
 
@@ -454,11 +454,12 @@ def preemption_scenario(local: Invocation, profile: Path, base: Path) -> Preempt
         state = wait_for_end(jobid, timeout=60)
         stopped_after = time.monotonic() - signalled
         # Right after the job ended, before its retry can have started.
-        kept = len(list(raw.glob("*/*.png")))
+        kept = len(list(raw.glob("*/*.jpg")))
         shard = workdir / "results/shards/0"
-        # The images and their journal (records.jsonl) stay; nothing else may be left.
+        # The loose images (the demo's raw JPEGs) and their journal (records.jsonl) stay;
+        # nothing else may be left.
         leftovers = [
-            p for p in shard.rglob("*") if p.is_file() and p.suffix not in (".png", ".jsonl")
+            p for p in shard.rglob("*") if p.is_file() and p.suffix not in (".jpg", ".jsonl")
         ]
         leftovers += list(shard.rglob("*.tmp"))
         first_log = (workdir / "results/logs/generate/0.log").read_text()
@@ -483,7 +484,7 @@ def wait_for_first_images(slurm: Background, raw: Path, timeout: float = 400) ->
                 r"submitted with SLURM jobid (\d+) \(log: \S+/rule_generate/0/", slurm.stderr()
             )
             jobid = found and found.group(1)
-        written = len(list(raw.glob("*/*.png")))
+        written = len(list(raw.glob("*/*.jpg")))
         if jobid and written:
             state = subprocess.run(
                 ["squeue", "-h", "-j", jobid, "-o", "%T"], capture_output=True, text=True
@@ -606,11 +607,14 @@ def test_a_preempted_shard_stops_cleanly_and_its_retry_resumes(scenarios):
     ]
     retry_log = (finished.workdir / "results/logs/generate/0.log").read_text()
     kept = p.images_kept
-    resumed = f"shard 0: {kept} of 16 images reused (their keys match), {16 - kept} to generate"
+    resumed = (
+        f"shard 0: {kept} of 16 images reused (their keys match; {kept} loose, 0 in images.zip), "
+        f"{16 - kept} to generate"
+    )
     assert resumed in retry_log, retry_log[-2000:]
     ours, theirs = finished.workdir / "results", p.reference / "results"
     assert_same_manifest(ours / "shards/0/manifest.parquet", theirs / "shards/0/manifest.parquet")
-    assert_same_images(ours, theirs, "shards/0/raw/*/*.png", "shards/0/aligned/*/*.png")
+    assert_same_images(ours, theirs, "shards/0/images.zip")
 
 
 # --- how many submissions a big run makes (dry runs, no cluster needed) ------------------------

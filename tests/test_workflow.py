@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -154,6 +155,12 @@ def remove_generation(workdir: Path) -> None:
         (results / name).unlink()
 
 
+def stored(results: Path, row: dict, column: str = "aligned_path") -> bytes:
+    """An image of a manifest row, from its shard's archive (read with the standard library)."""
+    with zipfile.ZipFile(results / row["archive"]) as archive:
+        return archive.read(row[column])
+
+
 def read_table(path: Path) -> list[dict]:
     """Rows with NaN spelt "nan", so that equal manifests compare equal."""
     return [
@@ -264,7 +271,7 @@ def test_manifest_accounts_for_every_planned_image(run):
     assert keys == {(str(i), k) for i in range(IDENTITIES) for k in range(IMAGES_PER_IDENTITY)}
     expected_columns = {
         "identity", "image_index", "shard", "seed", "t", "source_image", "status",
-        "aligned_path", "raw_path", "det_score", "cos_prototype", "cos_condition",
+        "archive", "aligned_path", "raw_path", "det_score", "cos_prototype", "cos_condition",
         "passed", "reject_reason",
     }  # fmt: skip
     assert expected_columns <= set(rows[0])
@@ -272,7 +279,7 @@ def test_manifest_accounts_for_every_planned_image(run):
     assert all(r["status"] == "skipped" and not r["passed"] for r in skipped)
     assert all(r["reject_reason"] == "skipped" for r in skipped)
     generated = [r for r in rows if r["status"] != "skipped"]
-    assert all((run / "results" / r["raw_path"]).is_file() for r in generated)
+    assert all(stored(run / "results", r, "raw_path")[:3] == b"\xff\xd8\xff" for r in generated)
     for r in rows:
         assert r["passed"] == (r["reject_reason"] == "")
     csv_lines = (run / "results/manifest.csv").read_text().strip().splitlines()
@@ -376,18 +383,22 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(run, tmp_path):
     # Shard 2 holds only the two skipped identities: nothing to generate, nothing to kill.
     assert killed and {folder.name for folder in started} - {f.name for f in killed} <= {"2"}
     for folder in killed:
-        assert len(list(folder.glob("raw/*/*.png"))) == 6, "killed after its 6th image"
+        assert len(list(folder.glob("raw/*/*.jpg"))) == 6, "killed after its 6th image"
         assert not [p for p in folder.rglob("*") if p.name.startswith(".")], "no partial file"
+        assert not (folder / "images.zip").exists()
     snakemake(workdir)
     assert read_table(workdir / "results/manifest.parquet") == read_table(
         run / "results/manifest.parquet"
     )
-    images = list((run / "results/shards").glob("*/*/*/*.png"))  # raw/ and aligned/ crops
-    generated = [r for r in read_table(run / "results/manifest.parquet") if r["raw_path"]]
-    assert len(images) == len(generated) + sum(bool(r["aligned_path"]) for r in generated)
-    for image in images:
-        twin = workdir / image.relative_to(run)
-        assert twin.read_bytes() == image.read_bytes(), image
+    # Each committed shard: its archive, bitwise the uninterrupted one's, and a few files.
+    archives = sorted((run / "results/shards").glob("*/images.zip"))
+    assert len(archives) == 3
+    for archive in archives:
+        twin = workdir / archive.relative_to(run)
+        assert twin.read_bytes() == archive.read_bytes(), archive
+        # records.jsonl: the journal, absent where nothing was generated (shard 2)
+        files = {p.name for p in twin.parent.rglob("*")} - {"records.jsonl"}
+        assert files == {"images.zip", "manifest.parquet", "manifest.csv", "embeddings.h5"}
 
 
 def test_a_failed_shard_leaves_the_others_and_only_it_reruns(run, tmp_path):
@@ -423,13 +434,14 @@ def test_shard_size_does_not_change_the_images(run, tmp_path):
     assert ours.keys() == theirs.keys()
     for key, row in ours.items():
         other = theirs[key]
-        moved = ("shard", "raw_path", "aligned_path")
+        moved = ("shard", "archive")
         assert {k: v for k, v in row.items() if k not in moved} == {
             k: v for k, v in other.items() if k not in moved
         }, key
-        if row["raw_path"]:
-            mine = (workdir / "results" / row["raw_path"]).read_bytes()
-            assert mine == (run / "results" / other["raw_path"]).read_bytes(), key
+        for column in ("raw_path", "aligned_path"):
+            if row[column]:
+                mine = stored(workdir / "results", row, column)
+                assert mine == stored(run / "results", other, column), key
 
 
 # --- config errors ------------------------------------------------------------------------
@@ -586,7 +598,7 @@ def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
         snakemake_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 300
-    while not list((workdir / "results/shards").glob("*/raw/*/*.png")):
+    while not list((workdir / "results/shards").glob("*/raw/*/*.jpg")):
         assert process.poll() is None and time.monotonic() < deadline, "no image was written"
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
@@ -610,15 +622,15 @@ def reused_and_made(workdir: Path) -> tuple[int, int]:
     """Images reused and generated by the last generation jobs, from their logs."""
     import re
 
-    counts = re.findall(r"(\d+) of \d+ images reused \(their keys match\), (\d+) to generate",
-                        generate_logs(workdir))  # fmt: skip
+    reused = r"(\d+) of \d+ images reused \(their keys match[^)]*\), (\d+) to generate"
+    counts = re.findall(reused, generate_logs(workdir))
     return sum(int(r) for r, _ in counts), sum(int(m) for _, m in counts)
 
 
 def raw_images(workdir: Path) -> dict[tuple[str, int], bytes]:
     rows = read_table(workdir / "results/manifest.parquet")
     return {
-        (r["identity"], r["image_index"]): (workdir / "results" / r["raw_path"]).read_bytes()
+        (r["identity"], r["image_index"]): stored(workdir / "results", r, "raw_path")
         for r in rows
         if r["raw_path"]
     }
@@ -692,10 +704,15 @@ def test_more_images_per_identity_generates_only_the_new_ones(run, tmp_path):
 
 
 def test_a_lost_record_or_a_foreign_image_is_made_again(run, tmp_path):
-    """A raw file without its record (a kill between the two, or another run's file left in
-    the folder) is never taken for this run's image."""
+    """A loose raw file without its record (a kill between the two, or another run's file left
+    in the folder) is never taken for this run's image. (An archived image is taken only when
+    its member's comment is its key: tests/test_shards.py.)"""
     workdir = copy_run(run, tmp_path / "foreign")
     shard = workdir / "results/shards/0"
+    # Back to the shard as it was before its commit: its raw images loose, no archive.
+    with zipfile.ZipFile(shard / "images.zip") as archive:
+        archive.extractall(shard, [n for n in archive.namelist() if n.startswith("raw/")])
+    (shard / "images.zip").unlink()
     records = (shard / "records.jsonl").read_text().splitlines()
     (shard / "records.jsonl").write_text("\n".join(records[2:]) + "\n{cut short")
     shutil.rmtree(workdir / "results/logs/generate")
@@ -867,7 +884,7 @@ def test_a_real_gallery_is_searched_for_leaks_beside_ffhq(run, tmp_path):
     passed = next(r for r in read_table(results / "manifest.parquet") if r["passed"])
     gallery = tmp_path / "casia"
     (gallery / "0000045").mkdir(parents=True)
-    shutil.copyfile(results / passed["aligned_path"], gallery / "0000045/001.jpg.png")
+    (gallery / "0000045/001.jpg.png").write_bytes(stored(results, passed))
     Image.new("RGB", (112, 112), (90, 110, 160)).save(gallery / "0000045/002.png")  # no face
     change_config(workdir, "gallery.root", str(gallery))
     change_config(workdir, "gallery.face", {"prealigned": True})

@@ -1,6 +1,6 @@
-"""Rule `embed_generated`: the aligned crops of one generation shard embedded with
-`evaluation.recognizer` (they are already aligned: no detection), in the generated-embeddings
-contract, landmarks kept from the shard's check."""
+"""Rule `embed_generated`: the aligned crops of one generation shard, read from its archive,
+embedded with `evaluation.recognizer` (they are already aligned: no detection), in the
+generated-embeddings contract, landmarks kept from the shard's check."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ def run(config: Config, manifest_path: Path, out: Path) -> None:
     import pyarrow.parquet as pq
 
     from digi2real.errors import DataError
-    from digi2real.faces import FacePipeline
+    from digi2real.faces import FacePipeline, UnreadableImage, decode_image
     from digi2real.formats import (
         EMBEDDINGS,
+        IMAGE_ARCHIVE,
         GeneratedEmbeddings,
+        ImageArchives,
         read_generated_embeddings,
         write_generated_embeddings,
     )
@@ -49,11 +51,22 @@ def run(config: Config, manifest_path: Path, out: Path) -> None:
     missing = [key for key in keys if not aligned.get(key)]
     if missing:
         raise DataError(f"{manifest_path}: no aligned crop listed for {missing[:3]}")
+    archives = ImageArchives()
+
+    def crop(key: tuple[str, int]) -> np.ndarray | Exception:
+        name = f"{shard / IMAGE_ARCHIVE}:{aligned[key]}"
+        try:
+            return decode_image(archives.read(shard / IMAGE_ARCHIVE, aligned[key]), name)
+        except UnreadableImage as error:
+            return error
+
     embeddings = np.zeros((len(keys), 512), np.float32)
-    for row, result in enumerate(pipeline.process_paths(shard / aligned[key] for key in keys)):
-        if result.status is not Status.OK:
-            raise DataError(f"{shard / aligned[keys[row]]}: {result.message}")
-        embeddings[row] = result.embedding
+    for start in range(0, len(keys), pipeline.batch_size):
+        batch = keys[start : start + pipeline.batch_size]
+        for row, result in enumerate(pipeline.process_images(map(crop, batch)), start=start):
+            if result.status is not Status.OK:
+                raise DataError(f"{shard / IMAGE_ARCHIVE}:{aligned[keys[row]]}: {result.message}")
+            embeddings[row] = result.embedding
     write_generated_embeddings(
         out,
         GeneratedEmbeddings(

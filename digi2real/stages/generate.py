@@ -1,7 +1,8 @@
 """Rule `generate`: one identity shard, generated, checked and committed (a GPU job).
 
-A shard is a commit: each image is written under a temporary name and renamed, and the shard's
-manifest is written last; a rerun of a killed shard resumes from the images on disk.
+A shard is a commit: each image is written under a temporary name and renamed, then packed
+into the shard's archive, and the shard's manifest is written last; a rerun of a killed shard
+resumes from the images whose key still matches (digi2real/shards.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from pathlib import Path
 
 from digi2real.config import Config
 
-CONFIG_KEYS = ["models", "generation", "delta.scale", "plan.images_per_identity", "quality.face"]
+CONFIG_KEYS = [
+    "models",
+    "generation",
+    "images",
+    "delta.scale",
+    "plan.images_per_identity",
+    "quality.face",
+]
 STOPPED = 143  # exit code after SIGTERM, as a shell reports a process ended by it
 
 
@@ -21,6 +29,7 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     from digi2real.faces import face_pipeline_from_config
     from digi2real.formats import (
         EMBEDDINGS,
+        ImageFormats,
         read_delta,
         read_model_hashes,
         read_plan,
@@ -36,32 +45,44 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     from digi2real.progress import log
     from digi2real.shards import (
         StopFlag,
-        check_images,
+        check_and_pack,
         checked_embeddings,
         generate_missing,
         image_key,
+        locate_raw_images,
         manifest_table,
+        remove_leftovers,
+        remove_loose_images,
         settings_key,
     )
     from digi2real.testing import Faults
 
-    # 1. Inputs and settings.
+    # 1. Inputs and settings; what a killed job left half written goes.
     plan = read_plan(plan_path)
     delta = read_delta(delta_path)
     model_hashes = read_model_hashes(models_path)
     settings = GenerationSettings.from_config(config)
+    formats = ImageFormats.from_config(config)
     shard_dir = out.parent
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(shard_dir)
     stop = StopFlag()
     stop.install()
     faults = Faults(plan.shard)
     failures: dict[int, str] = {}
     keys: list[str] = []
-    # 2. Generate the images with no record of their key (new, or made with other settings).
+    # 2. Generate the images with no stored bytes of their key (new, or made with other
+    # settings), each a loose file.
     if len(plan):
         pipeline = build_pipeline(config, settings)
         generator = Arc2FaceGenerator(pipeline, settings, delta.delta)
         shard_key = settings_key(
-            model_hashes, settings, pipeline.device.type, str(pipeline.unet.dtype), delta.delta
+            model_hashes,
+            settings,
+            pipeline.device.type,
+            str(pipeline.unet.dtype),
+            delta.delta,
+            formats,
         )
         keys = [image_key(shard_key, plan.condition[i], plan.seed[i]) for i in range(len(plan))]
         hidden = generator.projector.hidden_size
@@ -70,20 +91,26 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
                 f"{delta_path}: delta has shape {delta.delta.shape}, the encoder gives "
                 f"(77, {hidden}); was it estimated with another encoder?"
             )
+        raw = locate_raw_images(plan, keys, shard_dir, formats)
         try:
-            failures = generate_missing(generator, plan, keys, shard_dir, stop, faults)
+            failures = generate_missing(generator, raw, keys, stop, faults)
         except Interrupted:
             pass
         if stop():
             log.warning("shard %d: stopped; images on disk are kept for the rerun", plan.shard)
             return STOPPED
-    # 3. Check every image: detect, align, embed.
+    else:  # only skipped identities: nothing to generate
+        raw = locate_raw_images(plan, keys, shard_dir, formats)
+    # 3. Check every image from its bytes as stored (detect, align, embed), packing the
+    # images and crops into the shard's archive, renamed into place once whole.
     faces = face_pipeline_from_config(config, "quality")
-    results = check_images(faces, plan, shard_dir, failures)
-    # 4. Commit: the embeddings of the checked images, then the manifest, last.
+    results = check_and_pack(faces, raw, keys, failures, faults)
+    # 4. Commit: the embeddings of the checked images, then the manifest, last; then the loose
+    # images, which the archive now holds, go.
     faults.before_commit()
     write_generated_embeddings(shard_dir / EMBEDDINGS, checked_embeddings(plan, results))
     images_per_identity = config["plan"]["images_per_identity"]
-    write_manifest(manifest_table(plan, results, keys, images_per_identity), out)
+    write_manifest(manifest_table(plan, results, keys, images_per_identity, formats), out)
+    remove_loose_images(shard_dir)
     log.info("shard %d: committed %s", plan.shard, out)
     return 0

@@ -207,9 +207,9 @@ def sources_beside_generated(table, roots: Roots) -> list:
 
     sources = _sources_by_identity(table)
     rows = []
-    for identity, crops in list(passed_by_identity(table).items())[:ROWS]:
+    for identity, crops in list(passed_by_identity(table, roots.results).items())[:ROWS]:
         row = [(roots.digiface / p, f"{identity} source") for p in sources.get(identity, [])[:3]]
-        row += [(roots.results / p, f"{identity} generated") for p in crops[:5]]
+        row += [(crop, f"{identity} generated") for crop in crops[:5]]
         rows.append(row)
     return rows
 
@@ -221,21 +221,24 @@ def colliding_pairs(tables: Path, table, roots: Roots) -> list:
 
     from digi2real.dataset import passed_by_identity
 
-    crops, sources = passed_by_identity(table), _sources_by_identity(table)
+    crops = passed_by_identity(table, roots.results)
+    sources = {
+        identity: [roots.digiface / path for path in paths]
+        for identity, paths in _sources_by_identity(table).items()
+    }
     # Identities the plan dropped have no rows with source images: their first usable one.
     for entry in pq.read_table(tables / "sources.parquet").to_pylist():
         if not sources.get(entry["identity"]) and entry["source_image"]:
-            sources[entry["identity"]] = [entry["source_image"]]
+            sources[entry["identity"]] = [roots.digiface / entry["source_image"]]
     rows = []
-    for name, images, root in (("pairs", crops, roots.results), ("source_pairs", sources, None)):
+    for name, images in (("pairs", crops), ("source_pairs", sources)):
         pairs = pq.read_table(tables / f"{name}.parquet").slice(0, ROWS // 2).to_pylist()
         for pair in pairs:
             row = []
             for side in ("identity_a", "identity_b"):
                 identity = pair[side]
-                for path in images.get(identity, [])[:2]:
-                    where = (root or roots.digiface) / path
-                    row.append((where, f"{identity} {pair['cosine']:.3f}"))
+                for image in images.get(identity, [])[:2]:
+                    row.append((image, f"{identity} {pair['cosine']:.3f}"))
             rows.append(row)
     return rows
 
@@ -247,7 +250,7 @@ def leaks(tables: Path, table, roots: Roots) -> list:
 
     from digi2real.dataset import passed_by_identity
 
-    crops = passed_by_identity(table)
+    crops = passed_by_identity(table, roots.results)
     rows = []
     for name in ("identities", "sources"):
         listed = pq.read_table(tables / f"{name}.parquet").to_pylist()
@@ -256,7 +259,7 @@ def leaks(tables: Path, table, roots: Roots) -> list:
         for entry in listed[: ROWS // 2]:
             identity, cosine = entry["identity"], entry["nearest_real_cos"]
             if name == "identities":
-                faces = [roots.results / p for p in crops.get(identity, [])[:2]]
+                faces = crops.get(identity, [])[:2]
             else:
                 faces = [roots.digiface / entry["source_image"]] if entry["source_image"] else []
             row = [(face, f"{identity} {cosine:.3f}") for face in faces]

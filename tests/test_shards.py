@@ -1,0 +1,266 @@
+"""A generation shard's commit: its images packed into one archive, the loose files gone, a
+kill at any moment resumed to the uninterrupted shard, the image formats as configured.
+
+These run the `generate` stage itself on a tiny plan with the demo's random models (64x64, 3
+steps): in this process where nothing is killed, as `python -m digi2real generate` where a
+SIGKILL must land in the middle of packing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from digi2real.config import load_config
+from digi2real.faces import decode_image, face_pipeline_from_config
+from digi2real.formats import (
+    Delta,
+    ShardPlan,
+    read_generated_embeddings,
+    write_delta,
+    write_model_hashes,
+    write_plan,
+)
+from digi2real.stages import generate
+from tests.conftest import write_demo_config
+
+pytestmark = pytest.mark.unit
+
+IDENTITIES, PER_IDENTITY = 2, 3
+COMMITTED = {"images.zip", "manifest.parquet", "manifest.csv", "embeddings.h5", "records.jsonl"}
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """plan.h5 (two identities, three images each, and one skipped identity), delta.h5 and
+    models.json: what a generation job reads."""
+    folder = tmp_path_factory.mktemp("shard-inputs")
+    rng = np.random.default_rng(3)
+    plan = ShardPlan(shard=0, attrs={"seed": 7, "n_shards": 1, "images_per_identity": 3})
+    for identity in ("a", "b", "skipped"):
+        prototype = unit(rng.normal(size=512))
+        planned = identity != "skipped"
+        plan.identities.append(identity)
+        plan.prototypes.append(prototype if planned else np.zeros(512, np.float32))
+        plan.n_sources_ok.append(2 if planned else 0)
+        plan.identity_status.append("planned" if planned else "skipped")
+        plan.identity_reason.append("" if planned else "0 usable source images, 2 needed")
+        for k in range(PER_IDENTITY if planned else 0):
+            plan.image_identity.append(identity)
+            plan.image_index.append(k)
+            plan.source_path.append(f"{identity}/{k}.png")
+            plan.t.append(0.5)
+            plan.seed.append(1000 + 10 * len(plan.identities) + k)
+            plan.condition.append(unit(prototype + 0.3 * rng.normal(size=512)))
+    write_plan(folder / "plan.h5", plan)
+    delta = np.zeros((77, 576), np.float32)  # the demo encoder's width
+    write_delta(folder / "delta.h5", Delta(delta, delta, delta, 1, 1, "per_token"))
+    write_model_hashes(folder / "models.json", {"arc2face_unet": "0" * 64})
+    return folder
+
+
+def shard_config(folder: Path, demo_root: Path, **images) -> Path:
+    overrides = {f"images.{key}": value for key, value in images.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_demo_config(
+        folder,
+        demo_root,
+        **{"generation.height": 64, "generation.width": 64, "generation.steps": 3},
+        **{"generation.batch_size": 2, "plan.images_per_identity": PER_IDENTITY},
+        **overrides,
+    )
+
+
+def run_in_process(config: Path, inputs: Path, out: Path) -> int:
+    return generate.run(
+        load_config(config),
+        inputs / "plan.h5",
+        inputs / "delta.h5",
+        inputs / "models.json",
+        out / "manifest.parquet",
+    )
+
+
+def run_as_job(config: Path, inputs: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "digi2real", "generate", "--config", str(config)]
+    command += ["--plan", str(inputs / "plan.h5"), "--delta", str(inputs / "delta.h5")]
+    command += ["--models", str(inputs / "models.json"), "--out", str(out / "manifest.parquet")]
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **env}, check=False
+    )
+
+
+def assert_same_manifest(ours: Path, theirs: Path) -> None:
+    import pandas.testing
+
+    pandas.testing.assert_frame_equal(
+        pq.read_table(ours / "manifest.parquet").to_pandas(),
+        pq.read_table(theirs / "manifest.parquet").to_pandas(),
+        check_exact=True,
+    )
+
+
+def files_of(shard: Path) -> set[str]:
+    return {str(p.relative_to(shard)) for p in shard.rglob("*") if p.is_file()}
+
+
+def members(shard: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(shard / "images.zip") as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, demo_root, tmp_path_factory) -> Path:
+    """The shard generated uninterrupted, at the default formats."""
+    folder = tmp_path_factory.mktemp("reference")
+    assert run_in_process(shard_config(folder, demo_root), inputs, folder / "shard") == 0
+    return folder / "shard"
+
+
+def test_a_committed_shard_is_a_few_files_its_archive_holding_every_image(reference):
+    assert files_of(reference) == COMMITTED
+    manifest = pq.read_table(reference / "manifest.parquet").to_pylist()
+    generated = [r for r in manifest if r["status"] not in ("skipped", "failed")]
+    assert len(generated) == IDENTITIES * PER_IDENTITY
+    with zipfile.ZipFile(reference / "images.zip") as archive:
+        assert archive.testzip() is None  # every member's CRC holds
+        infos = {info.filename: info for info in archive.infolist()}
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in infos.values())
+        expected = [r["raw_path"] for r in generated] + [
+            r["aligned_path"] for r in generated if r["aligned_path"]
+        ]
+        assert sorted(infos) == sorted(expected)
+        for r in generated:
+            assert r["archive"] == "images.zip"
+            raw = infos[r["raw_path"]]
+            assert raw.filename.endswith(".jpg") and raw.comment.decode() == r["image_key"]
+            with Image.open(io.BytesIO(archive.read(raw))) as image:
+                assert (image.format, image.size) == ("JPEG", (64, 64))
+            if r["aligned_path"]:
+                with Image.open(io.BytesIO(archive.read(r["aligned_path"]))) as crop:
+                    assert (crop.format, crop.size) == ("PNG", (112, 112))
+    skipped = [r for r in manifest if r["status"] == "skipped"]
+    assert len(skipped) == PER_IDENTITY and all(r["archive"] == "" for r in skipped)
+
+
+def test_the_check_reads_the_raw_image_as_stored(reference, demo_root, tmp_path):
+    """Each embedding of the shard is the face pipeline's on the archived JPEG's bytes."""
+    config = load_config(shard_config(tmp_path, demo_root))
+    faces = face_pipeline_from_config(config, "quality")
+    stored = read_generated_embeddings(reference / "embeddings.h5")
+    assert len(stored)
+    archived = members(reference)
+    for identity, index, embedding in zip(
+        stored.identity, stored.image_index, stored.embedding, strict=True
+    ):
+        name = f"raw/{identity}/{index}.jpg"
+        (result,) = faces.process_images([decode_image(archived[name], name)])
+        np.testing.assert_allclose(result.embedding, embedding, atol=1e-6)
+
+
+@pytest.mark.parametrize("packed", [1, 5])
+def test_a_shard_killed_while_packing_resumes_to_the_uninterrupted_one(
+    packed, reference, inputs, demo_root, tmp_path
+):
+    config = shard_config(tmp_path, demo_root)
+    shard = tmp_path / "shard"
+    killed = run_as_job(config, inputs, shard, DIGI2REAL_KILL_AFTER_PACKED=str(packed))
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    # Killed mid-archive: the loose images and a half-written temporary archive, no commit.
+    left = files_of(shard)
+    assert "manifest.parquet" not in left and "images.zip" not in left
+    assert len([f for f in left if f.startswith("raw/") and f.endswith(".jpg")]) == 6
+    assert [f for f in left if Path(f).name.startswith(".images.zip.")], left
+    resumed = run_as_job(config, inputs, shard)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "6 of 6 images reused (their keys match; 6 loose, 0 in images.zip)" in resumed.stderr
+    assert files_of(shard) == COMMITTED  # the leftovers and the loose files went
+    assert (shard / "images.zip").read_bytes() == (reference / "images.zip").read_bytes()
+    assert_same_manifest(shard, reference)
+
+
+def test_a_committed_shard_whose_manifest_was_lost_reuses_its_archive(
+    reference, inputs, demo_root, tmp_path
+):
+    """Snakemake deletes the output of a job that failed after its commit (killed while it
+    removed the loose files): the rerun finds every image in the archive, generates none."""
+    config = shard_config(tmp_path, demo_root)
+    shard = tmp_path / "shard"
+    shard.mkdir()
+    for name in ("images.zip", "records.jsonl", "embeddings.h5"):
+        (shard / name).write_bytes((reference / name).read_bytes())
+    (shard / "raw/a").mkdir(parents=True)
+    (shard / "raw/a/0.jpg").write_bytes(members(reference)["raw/a/0.jpg"])  # one left loose
+    assert run_in_process(config, inputs, shard) == 0
+    assert files_of(shard) == COMMITTED
+    assert (shard / "images.zip").read_bytes() == (reference / "images.zip").read_bytes()
+    assert_same_manifest(shard, reference)
+
+
+def test_a_rerun_with_other_settings_replaces_the_archived_images(
+    reference, inputs, demo_root, tmp_path, caplog
+):
+    config = shard_config(tmp_path, demo_root, raw_jpeg_quality=50)
+    shard = tmp_path / "shard"
+    shard.mkdir()
+    for name in ("images.zip", "records.jsonl"):
+        (shard / name).write_bytes((reference / name).read_bytes())
+    with caplog.at_level("INFO", logger="digi2real"):
+        assert run_in_process(config, inputs, shard) == 0
+    assert "0 of 6 images reused" in caplog.text and "6 to generate" in caplog.text
+    ours, theirs = members(shard), members(reference)
+    assert ours.keys() == theirs.keys()
+    assert all(len(ours[n]) < len(theirs[n]) for n in ours if n.startswith("raw/"))
+
+
+@pytest.mark.parametrize(
+    "raw_format, aligned_format, raw_image",
+    [("png", "jpeg", ("PNG", ".png")), ("none", "jpeg", None), ("jpeg", "png", ("JPEG", ".jpg"))],
+)
+def test_image_formats_are_the_configured_ones(
+    raw_format, aligned_format, raw_image, reference, inputs, demo_root, tmp_path
+):
+    config = shard_config(tmp_path, demo_root, raw_format=raw_format, aligned_format=aligned_format)
+    shard = tmp_path / "shard"
+    assert run_in_process(config, inputs, shard) == 0
+    assert files_of(shard) == COMMITTED
+    manifest = pq.read_table(shard / "manifest.parquet").to_pylist()
+    archived = members(shard)
+    reference_members = members(reference)
+    generated = [r for r in manifest if r["status"] != "skipped"]
+    for row in generated:
+        if raw_image is None:
+            assert row["raw_path"] == ""
+        else:
+            with Image.open(io.BytesIO(archived[row["raw_path"]])) as image:
+                assert (image.format, Path(row["raw_path"]).suffix) == raw_image
+        if row["aligned_path"]:
+            suffix = {"png": ".png", "jpeg": ".jpg"}[aligned_format]
+            assert row["aligned_path"].endswith(suffix)
+            with Image.open(io.BytesIO(archived[row["aligned_path"]])) as crop:
+                assert crop.format == aligned_format.upper()
+    if raw_format == "png":
+        # Lossless: the stored image is the generated one, which the default JPEG approximates.
+        for row in generated:
+            exact = np.asarray(Image.open(io.BytesIO(archived[row["raw_path"]])), np.float64)
+            jpeg_name = row["raw_path"].replace(".png", ".jpg")
+            lossy = np.asarray(Image.open(io.BytesIO(reference_members[jpeg_name])), np.float64)
+            assert 0 < np.abs(exact - lossy).mean() < 8
+    names = [n for n in archived if n.startswith("raw/")]
+    assert len(names) == (0 if raw_image is None else len(generated))
+    records = (shard / "records.jsonl").read_text().splitlines()
+    assert len(records) == len(generated) and all(json.loads(line) for line in records)
