@@ -53,6 +53,10 @@ class GenerationSettings:
     dtype: str
     scheduler: str
     delta_scale: float
+    channels_last: bool | None = False
+    compile: bool | None = False
+    compile_mode: str = "default"
+    compile_cache: str | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> GenerationSettings:
@@ -67,6 +71,10 @@ class GenerationSettings:
             dtype=generation["dtype"],
             scheduler=generation["scheduler"],
             delta_scale=float(config["delta"]["scale"]),
+            channels_last=generation["channels_last"],
+            compile=generation["compile"],
+            compile_mode=generation["compile_mode"],
+            compile_cache=generation["compile_cache"],
         )
 
 
@@ -111,7 +119,38 @@ def build_pipeline(config: Config, settings: GenerationSettings):
     pipeline.text_encoder.to(dtype=dtype)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
+    optimize(pipeline, settings)
     return pipeline
+
+
+def optimize(pipeline, settings: GenerationSettings) -> None:
+    """The exact speed-ups the settings ask for (null: on with CUDA): channels-last memory
+    layout for the UNet and the VAE, torch.compile of the UNet and the VAE decoder. Same math:
+    images differ by float noise only (tests/test_generation.py bounds it on the CPU)."""
+    import os
+
+    from digi2real.progress import log
+
+    on_cuda = pipeline.device.type == "cuda"
+    applied = []
+    if on_cuda if settings.channels_last is None else settings.channels_last:
+        pipeline.unet.to(memory_format=torch.channels_last)
+        pipeline.vae.to(memory_format=torch.channels_last)
+        applied.append("channels_last")
+    if on_cuda if settings.compile is None else settings.compile:
+        from torch import _dynamo
+
+        if settings.compile_cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = settings.compile_cache
+        # A node where compiling fails (no compiler, a Triton/driver mismatch) runs eagerly,
+        # with dynamo's warning. Not fullgraph=True: that turns every failure into an error.
+        _dynamo.config.suppress_errors = True
+        mode = settings.compile_mode
+        pipeline.unet = torch.compile(pipeline.unet, mode=mode)
+        pipeline.vae.decode = torch.compile(pipeline.vae.decode, mode=mode)
+        cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "torch's default, under /tmp")
+        applied.append(f"torch.compile (mode {mode}; kernel cache: {cache})")
+    log.info("generation speed-ups: %s", ", ".join(applied) or "none")
 
 
 def _fuse_lcm_lora(pipeline, path: Path) -> None:
@@ -168,6 +207,15 @@ class Arc2FaceGenerator:
             output_type="np",
             callback_on_step_end=stop_between_steps,
         ).images
+
+
+def log_peak_gpu_memory(device: torch.device) -> None:
+    """The job's peak GPU memory, for sizing (scripts/benchmark_generation.py reads it)."""
+    from digi2real.progress import log
+
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        log.info("peak GPU memory allocated: %.0f MB", peak)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -256,7 +256,15 @@ def load_scheduler(path: Path, name: str = "dpmsolver++"):
 # --- insightface models ------------------------------------------------------------------
 
 
-def onnx_providers(name: str = "auto") -> list[str]:
+# cuDNN's exhaustive search (onnxruntime's default) benchmarks every convolution again for each
+# new input shape, and SCRFD sees a new shape for every image size: the heuristic choice is
+# made once.
+CUDA_PROVIDER = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})
+
+
+def onnx_providers(name: str = "auto") -> list:
+    """onnxruntime's providers for `face.providers`: CUDA (with its options) first where
+    onnxruntime has it (onnxruntime-gpu, the `gpu` extra) and it is wanted, then the CPU."""
     import onnxruntime
 
     if name == "cpu":
@@ -267,8 +275,8 @@ def onnx_providers(name: str = "auto") -> list[str]:
             "config key face.providers is cuda but onnxruntime has no CUDA provider; "
             "install onnxruntime-gpu or set it to auto"
         )
-    wanted = ["CUDAExecutionProvider"] if name in ("auto", "cuda") else []
-    return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+    cuda = name in ("auto", "cuda") and "CUDAExecutionProvider" in available
+    return [CUDA_PROVIDER, "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
 
 
 def load_detector(path: Path, providers: list[str], key: str = DETECTOR.key):
@@ -300,9 +308,17 @@ def load_recognizer(path: Path, providers: list[str], spec: ModelSpec = ARCFACE)
 def _load_onnx(path: Path, providers: list[str], key: str):
     from insightface.model_zoo import model_zoo
 
+    from digi2real.progress import log
+
     try:
-        return model_zoo.get_model(str(path), providers=providers)
+        model = model_zoo.get_model(str(path), providers=providers)
     except Exception as error:  # onnxruntime raises its own types for a corrupt graph
         raise ModelFileError(
             f"config key {key}: {path} could not be loaded as ONNX: {error}"
         ) from None
+    # What onnxruntime applied, not what was asked: a CUDA/cuDNN mismatch falls back to the
+    # CPU with no error.
+    session = getattr(model, "session", None)
+    if session is not None:
+        log.info("%s (%s): onnxruntime providers %s", key, path.name, session.get_providers())
+    return model

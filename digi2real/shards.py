@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import shutil
 import signal
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from digi2real.errors import Digi2RealError
 from digi2real.faces import FacePipeline, FaceResult, UnreadableImage, decode_image
 from digi2real.formats import (
     IMAGE_ARCHIVE,
@@ -166,7 +170,10 @@ def locate_raw_images(
             found.loose.add(i)
             continue
         if loose.is_file():
+            # The record first: a kill between the two must not leave the old record naming
+            # whatever file is written here next.
             stale += 1
+            append_record(shard_dir, {**_identify(plan, i), "image_key": "", "raw_path": ""})
             loose.unlink()
         if formats.keeps_raw and comments.get(found.member(i)) == keys[i]:
             found.archived.add(i)
@@ -186,15 +193,108 @@ def locate_raw_images(
     return found
 
 
+def loose_crop(plan: ShardPlan, i: int) -> str:
+    """A crop while its shard runs: lossless, the recognizer embeds it at the commit."""
+    return aligned_path(plan.image_identity[i], plan.image_index[i], "png")
+
+
+def detect_stored(faces: FacePipeline, raw: RawImages, i: int, data: bytes) -> FaceResult:
+    """Detect and align the face of image `i` on its bytes as stored, writing its crop loose;
+    the result keeps no pixels (the commit reads the crop back)."""
+    name = f"{raw.shard_dir.name}/{raw.loose_name(i)}"
+    try:
+        image = decode_image(data, name)
+    except UnreadableImage as error:
+        return FaceResult(Status.UNREADABLE, str(error))
+    result = faces.align(image)
+    if result.aligned is not None:
+        crop = encode_image(result.aligned[..., ::-1], "png", 0)
+        save_image(crop, raw.shard_dir / loose_crop(raw.plan, i))
+        result.aligned = None
+    return result
+
+
+class BackgroundStore:
+    """Stores and checks each generated batch in a thread of its own while the generator makes
+    the next one: encodes each image in the raw format, writes it (loose) and its record, then
+    detects and aligns its face on the bytes as stored and writes the crop. The queue holds at
+    most `depth` batches, so memory stays flat: the generator waits when the thread is behind.
+    An error in the thread fails the shard: it is raised at the next batch handed over, or
+    when the store closes. Closing waits for every batch handed over (a stop request too, so
+    nothing generated is lost)."""
+
+    def __init__(
+        self,
+        faces: FacePipeline,
+        raw: RawImages,
+        keys: list[str],
+        faults: Faults,
+        depth: int = 2,
+    ) -> None:
+        self.faces, self.raw, self.keys, self.faults = faces, raw, keys, faults
+        self.results: dict[int, FaceResult] = {}
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._failed = ""  # the image it failed on
+        self._thread = threading.Thread(target=self._work, name="store-and-check", daemon=True)
+
+    def __enter__(self) -> BackgroundStore:
+        self._thread.start()
+        return self
+
+    def submit(self, batch: list[int], images: list[np.ndarray]) -> None:
+        """Hand over generated RGB uint8 images; blocks while `depth` batches are pending."""
+        self._raise_error()
+        self._queue.put((batch, images))
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so that the generator never blocks on a dead thread
+            for i, image in zip(*item, strict=True):
+                try:
+                    self.results[i] = self._store(i, image)
+                except BaseException as error:  # handed to the main thread
+                    self._error, self._failed = error, self.raw.loose_name(i)
+                    break
+
+    def _store(self, i: int, image: np.ndarray) -> FaceResult:
+        raw, plan = self.raw, self.raw.plan
+        data = encode_image(image, raw.formats.loose_raw, raw.formats.raw_quality)
+        save_image(data, raw.shard_dir / raw.loose_name(i))
+        record = {**_identify(plan, i), "image_key": self.keys[i], "raw_path": raw.loose_name(i)}
+        append_record(raw.shard_dir, record)
+        raw.loose.add(i)
+        self.faults.image_written()
+        return detect_stored(self.faces, raw, i, data)
+
+    def _raise_error(self) -> None:
+        if self._error is None:
+            return
+        if isinstance(self._error, Digi2RealError):  # already one line naming what failed
+            raise self._error
+        where = self.raw.shard_dir / self._failed
+        raise RuntimeError(
+            f"shard {self.raw.plan.shard}: storing or checking generated images failed at "
+            f"{where}: {self._error!r}"
+        ) from self._error
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if kind is None:
+            self._raise_error()
+        elif self._error is not None:  # the main thread's error propagates; say this one too
+            log.error(
+                "shard %d: the background store also failed: %r", self.raw.plan.shard, self._error
+            )
+
+
 def generate_missing(
-    generator: Arc2FaceGenerator,
-    raw: RawImages,
-    keys: list[str],
-    should_stop,
-    faults: Faults,
+    generator: Arc2FaceGenerator, raw: RawImages, store: BackgroundStore, should_stop
 ) -> dict[int, str]:
-    """Generate the planned images no raw bytes were found for, each a loose file recorded in
-    the journal; the messages of those that failed."""
+    """Generate the planned images no raw bytes were found for, handing each batch to the
+    background store; the messages of those that failed."""
     plan, todo = raw.plan, raw.missing()
     progress = Progress(f"shard {plan.shard} generate", len(todo))
     failures: dict[int, str] = {}
@@ -212,73 +312,79 @@ def generate_missing(
             [plan.seed[i] for i in padded],
             should_stop,
         )
+        finite = []
         for i, image in zip(batch, images[: len(batch)], strict=True):
-            if not np.all(np.isfinite(image)):
+            if np.all(np.isfinite(image)):
+                finite.append((i, to_uint8(image)))
+            else:
                 failures[i] = "generated image has non-finite pixels"
-                continue
-            quality = raw.formats.raw_quality
-            save_image(
-                encode_image(to_uint8(image), raw.formats.loose_raw, quality),
-                raw.shard_dir / raw.loose_name(i),
+        store.submit([i for i, _ in finite], [image for _, image in finite])
+        if start == 0:
+            log.info(
+                "shard %d: first batch of %d generated in %.3f s (compiling included, if on)",
+                plan.shard,
+                batch_size,
+                time.monotonic() - progress.started,
             )
-            append_record(
-                raw.shard_dir,
-                {
-                    "identity": plan.image_identity[i],
-                    "image_index": plan.image_index[i],
-                    "image_key": keys[i],
-                    "raw_path": raw.loose_name(i),
-                },
-            )
-            raw.loose.add(i)
-            faults.image_written()
         progress.advance(len(batch))
     return failures
 
 
-def check_and_pack(
+def embed_and_pack(
     faces: FacePipeline,
     raw: RawImages,
     keys: list[str],
+    checked: dict[int, FaceResult],
     failures: dict[int, str],
     faults: Faults,
-) -> list[FaceResult]:
-    """Detect, align and embed every generated image from its bytes as stored, writing the
-    shard's archive aside as it goes: each raw image (unless not kept; its comment the image's
-    key), then its aligned 112x112 crop. The archive is renamed into place at the end."""
+) -> tuple[list[FaceResult], set[int]]:
+    """The commit's pass over the shard, in plan order: detect the images reused from earlier
+    runs (the others were in the background), embed every crop in recognizer batches (the
+    same batches however the shard was resumed), and write the shard's archive aside: each raw
+    image (unless not kept; its comment the image's key), then its crop in the configured
+    format. Returns every image's result and the images with a crop."""
     plan, formats = raw.plan, raw.formats
-    results: list[FaceResult] = [
-        FaceResult(Status.FAILED, failures.get(i, "")) for i in range(len(plan))
-    ]
     done = [i for i in range(len(plan)) if i not in failures]
-    progress = Progress(f"shard {plan.shard} check and pack", len(done))
+    progress = Progress(f"shard {plan.shard} embed and pack", len(done))
+    results = [
+        checked.get(i) or FaceResult(Status.FAILED, failures.get(i, "")) for i in range(len(plan))
+    ]
+    for i in done:
+        if i not in checked:
+            results[i] = detect_stored(faces, raw, i, raw.read(i))
+    cropped = {i for i in done if results[i].status is Status.OK}
     with image_archive(raw.shard_dir / IMAGE_ARCHIVE) as archive:
         for start in range(0, len(done), faces.batch_size):
             batch = done[start : start + faces.batch_size]
-            stored = [raw.read(i) for i in batch]
-            checked = faces.process_images(
-                _decode_or_error(data, f"{raw.shard_dir.name}/{raw.loose_name(i)}")
-                for data, i in zip(stored, batch, strict=True)
-            )
-            for i, data, result in zip(batch, stored, checked, strict=True):
-                results[i] = result
+            crops = {
+                i: (raw.shard_dir / loose_crop(plan, i)).read_bytes() for i in batch if i in cropped
+            }
+            for i, crop in crops.items():
+                if formats.aligned == "jpeg":  # the recognizer sees the crop as stored
+                    rgb = decode_image(crop, loose_crop(plan, i))[..., ::-1]
+                    crops[i] = encode_image(rgb, "jpeg", formats.aligned_quality)
+                results[i].aligned = decode_image(crops[i], _aligned(plan, i, formats))
+            faces.embed_aligned([results[i] for i in batch])
+            for i in batch:
                 if formats.keeps_raw:
-                    archive.add(raw.member(i), data, comment=keys[i])
-                if result.aligned is not None:
-                    crop = encode_image(
-                        result.aligned[..., ::-1], formats.aligned, formats.aligned_quality
-                    )
-                    archive.add(_aligned(plan, i, formats), crop)
+                    archive.add(raw.member(i), raw.read(i), comment=keys[i])
+                if i in crops:
+                    archive.add(_aligned(plan, i, formats), crops[i])
+                    results[i].aligned = None
                 faults.image_packed()
             progress.advance(len(batch))
         raw.archives.close()  # the archive this one replaces
-    return results
+    return results, cropped
 
 
 def remove_loose_images(shard_dir: Path) -> None:
     """After the commit: the loose images are in the archive now."""
     for folder in LOOSE_FOLDERS:
         shutil.rmtree(shard_dir / folder, ignore_errors=True)
+
+
+def _identify(plan: ShardPlan, i: int) -> dict:
+    return {"identity": plan.image_identity[i], "image_index": plan.image_index[i]}
 
 
 def _aligned(plan: ShardPlan, i: int, formats: ImageFormats) -> str:
@@ -316,6 +422,7 @@ def manifest_table(
     keys: list[str],
     images_per_identity: int,
     formats: ImageFormats,
+    cropped: set[int],
 ) -> pa.Table:
     rows: dict[str, list] = {column: [] for column in MANIFEST_COLUMNS}
     prototype = dict(zip(plan.identities, plan.prototypes, strict=True))
@@ -325,7 +432,7 @@ def manifest_table(
         ok = result.status is Status.OK and embedding is not None
         generated = result.status is not Status.FAILED
         raw = raw_path(identity, index, formats.raw) if generated and formats.keeps_raw else ""
-        aligned = _aligned(plan, i, formats) if result.aligned is not None else ""
+        aligned = _aligned(plan, i, formats) if i in cropped else ""
         row = {
             "identity": identity,
             "image_index": index,

@@ -5,7 +5,8 @@ through its environment: DIGI2REAL_FAIL_SHARDS (comma-separated shards that fail
 commit), DIGI2REAL_FAIL_ONCE_DIR (each shard fails once, leaving a marker file there) and
 DIGI2REAL_KILL_AFTER_IMAGES (SIGKILL after that many images written) and
 DIGI2REAL_KILL_AFTER_PACKED (SIGKILL after that many images packed into the shard's archive, the
-archive half written). Nothing else reads them.
+archive half written); and, for the benchmarks, DIGI2REAL_FORCE_DETECTIONS=1 (a face pipeline takes
+the template's five points where its detector finds no face). Nothing else reads them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+
+
+def forced_detections() -> bool:
+    return os.environ.get("DIGI2REAL_FORCE_DETECTIONS") == "1"
 
 
 class Faults:

@@ -149,3 +149,33 @@ def test_padding_adds_a_black_border_before_detection():
     pipeline = FacePipeline(Recording(), FakeRecognizer(), pad=0.25)
     pipeline.align(np.full((100, 100, 3), 200, np.uint8))
     assert seen["shape"] == (150, 150, 3)
+
+
+class FakeSession:
+    def __init__(self, providers):
+        self.providers = providers
+
+    def get_providers(self):
+        return self.providers
+
+
+class DetectorOnProviders:
+    def __init__(self, providers):
+        self.session = FakeSession(providers)
+        self.prepared_with = None
+
+    def prepare(self, ctx_id, **kwargs):
+        self.prepared_with = ctx_id
+
+
+@pytest.mark.parametrize(
+    "providers, ctx_id",
+    [(["CUDAExecutionProvider", "CPUExecutionProvider"], 0), (["CPUExecutionProvider"], -1)],
+)
+def test_the_detector_stays_on_the_provider_it_was_loaded_with(providers, ctx_id):
+    """insightface's prepare(-1) moves a session to the CPU: a CUDA session gets 0."""
+    from digi2real.faces import FacePipeline
+
+    detector = DetectorOnProviders(providers)
+    FacePipeline(detector, None)
+    assert detector.prepared_with == ctx_id

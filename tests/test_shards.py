@@ -262,5 +262,139 @@ def test_image_formats_are_the_configured_ones(
             assert 0 < np.abs(exact - lossy).mean() < 8
     names = [n for n in archived if n.startswith("raw/")]
     assert len(names) == (0 if raw_image is None else len(generated))
+    # The embeddings are of the crops as stored (a JPEG crop decoded, not the lossless one).
+    from digi2real.faces import FacePipeline
+
+    faces = face_pipeline_from_config(load_config(config), "quality")
+    recognizer = FacePipeline(None, faces.recognizer, prealigned=True)
+    stored = read_generated_embeddings(shard / "embeddings.h5")
+    assert len(stored)
+    for identity, index, embedding in zip(
+        stored.identity, stored.image_index, stored.embedding, strict=True
+    ):
+        name = f"aligned/{identity}/{index}{'.jpg' if aligned_format == 'jpeg' else '.png'}"
+        (result,) = recognizer.process_images([decode_image(archived[name], name)])
+        np.testing.assert_allclose(result.embedding, embedding, atol=1e-6)
     records = (shard / "records.jsonl").read_text().splitlines()
     assert len(records) == len(generated) and all(json.loads(line) for line in records)
+
+
+# --- the generation loop: storing and checking in the background ----------------------------
+
+
+def test_a_failure_in_the_background_fails_the_shard(inputs, demo_root, tmp_path, monkeypatch):
+    """An error while storing or checking a batch (here the third image's check) fails the
+    job: no archive, no manifest, the images stored so far kept for the rerun."""
+    from digi2real import shards
+
+    real_detect, calls = shards.detect_stored, []
+
+    def failing_detect(faces, raw, i, data):
+        calls.append(i)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real_detect(faces, raw, i, data)
+
+    monkeypatch.setattr(shards, "detect_stored", failing_detect)
+    shard = tmp_path / "shard"
+    failed = "storing or checking generated images failed at .*/raw/a/2.jpg: OSError.*disk full"
+    with pytest.raises(RuntimeError, match=failed):
+        run_in_process(shard_config(tmp_path, demo_root), inputs, shard)
+    left = files_of(shard)
+    assert "manifest.parquet" not in left and "images.zip" not in left
+    assert len([f for f in left if f.startswith("raw/")]) == 3
+
+
+def test_the_store_holds_at_most_its_depth_of_batches(demo_root, tmp_path, monkeypatch):
+    """While the background is busy, the generator waits once `depth` batches are pending:
+    memory stays flat however far ahead the GPU is."""
+    import threading
+
+    from digi2real import shards
+
+    release = threading.Event()
+    monkeypatch.setattr(shards, "detect_stored", lambda *args: release.wait(30) and None)
+    plan = ShardPlan(shard=0, image_identity=["a"] * 8, image_index=list(range(8)))
+    formats = shards.ImageFormats("png", 90, "png", 95)
+    raw = shards.RawImages(tmp_path, plan, formats, set(), set(), shards.ImageArchives())
+    image = np.zeros((8, 8, 3), np.uint8)
+    with shards.BackgroundStore(None, raw, ["k"] * 8, shards.Faults(0), depth=2) as store:
+        handed = []
+
+        def generator() -> None:
+            for i in range(6):
+                store.submit([i], [image])
+                handed.append(i)
+
+        thread = threading.Thread(target=generator)
+        thread.start()
+        thread.join(timeout=2)
+        # One batch in the worker, two in the queue, the fourth waiting to be put.
+        assert thread.is_alive() and handed == [0, 1, 2]
+        release.set()
+        thread.join(timeout=30)
+    assert handed == list(range(6)) and sorted(store.results) == list(range(6))
+
+
+def test_sigterm_stops_the_shard_within_20_seconds_losing_nothing(inputs, demo_root, tmp_path):
+    """SLURM's SIGTERM (a preemption, the time limit): the job stops at the next denoising
+    step, stores what was generated, exits 143 well within SLURM's KillWait of 30 s, and its
+    rerun ends with the uninterrupted shard."""
+    import signal
+    import time
+
+    import yaml
+
+    # Slow enough to be signalled mid-shard: 150 steps an image, one image a batch.
+    config = shard_config(tmp_path / "slow", demo_root)
+    values = yaml.safe_load(config.read_text())
+    values["generation"].update(steps=150, batch_size=1)
+    config.write_text(yaml.safe_dump(values))
+    reference = tmp_path / "reference"
+    assert run_in_process(config, inputs, reference) == 0
+    shard = tmp_path / "shard"
+    command = [sys.executable, "-m", "digi2real", "generate", "--config", str(config)]
+    command += ["--plan", str(inputs / "plan.h5"), "--delta", str(inputs / "delta.h5")]
+    command += ["--models", str(inputs / "models.json"), "--out", str(shard / "manifest.parquet")]
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(shard.glob("raw/*/*.jpg")):
+        assert job.poll() is None and time.monotonic() < deadline, "no image was written"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 143, stderr[-2000:]
+    assert time.monotonic() - signalled < 20
+    assert "stopped; images on disk are kept" in stderr
+    left = files_of(shard)
+    kept = [f for f in left if f.startswith("raw/")]
+    assert 1 <= len(kept) < 6 and "manifest.parquet" not in left
+    assert len((shard / "records.jsonl").read_text().splitlines()) == len(kept)
+    assert run_in_process(config, inputs, shard) == 0
+    assert (shard / "images.zip").read_bytes() == (reference / "images.zip").read_bytes()
+    assert_same_manifest(shard, reference)
+
+
+def test_a_stale_loose_image_is_unrecorded_before_it_is_removed(inputs, tmp_path):
+    """Settings change (new keys): the loose image is removed, and its record with it, so that
+    a kill before its replacement is recorded cannot revive the old record for a new file."""
+    from digi2real.formats import ImageFormats, read_plan, read_records
+    from digi2real.shards import locate_raw_images
+
+    plan = read_plan(inputs / "plan.h5")
+    formats = ImageFormats("jpeg", 90, "png", 95)
+    old, new = ["old"] * len(plan), ["new"] * len(plan)
+    shard = tmp_path / "shard"
+    (shard / "raw/a").mkdir(parents=True)
+    (shard / "raw/a/0.jpg").write_bytes(b"made with the old settings")
+    (shard / "records.jsonl").write_text(
+        json.dumps({"identity": "a", "image_index": 0, "image_key": "old", "raw_path": "x"}) + "\n"
+    )
+    assert locate_raw_images(plan, old, shard, formats).loose == {0}
+    assert locate_raw_images(plan, new, shard, formats).missing() == list(range(len(plan)))
+    assert not (shard / "raw/a/0.jpg").exists()
+    assert read_records(shard)[("a", 0)]["image_key"] == ""
+    # The kill: a file of the new settings written, its record not yet appended.
+    (shard / "raw/a/0.jpg").write_bytes(b"made with the new settings")
+    assert 0 not in locate_raw_images(plan, old, shard, formats).loose

@@ -174,7 +174,7 @@ def slurm_args(profile: Path) -> list[str]:
         str(profile),
         # Only what a test cluster needs on top of the lab profile: a first status check after
         # 2 s instead of 40, every job's SLURM log kept for the assertions, and every job's
-        # memory request capped below this one node's memory (generation asks for 32 GB).
+        # memory request capped below this one node's memory (generation asks for 12 GB).
         "--slurm-init-seconds-before-status-checks",
         "2",
         "--slurm-keep-successful-logs",
@@ -410,7 +410,9 @@ def scenarios(cluster, lab_profile, tmp_path_factory):
     )
     with ThreadPoolExecutor(max_workers=2) as pool:
         try:
-            local = Background(local_dir, "--cores", "2").wait().check()
+            # 4 cores: room for both generation jobs (2 threads each) at once, so that only
+            # the GPU they ask for could make one wait.
+            local = Background(local_dir, "--cores", "4").wait().check()
             # The two other scenarios start from the local run's plan and delta.
             rerun = pool.submit(rerun_scenario, local, lab_profile, base / "rerun")
             preemption = pool.submit(preemption_scenario, local, lab_profile, base / "preempt")
@@ -456,10 +458,14 @@ def preemption_scenario(local: Invocation, profile: Path, base: Path) -> Preempt
         # Right after the job ended, before its retry can have started.
         kept = len(list(raw.glob("*/*.jpg")))
         shard = workdir / "results/shards/0"
-        # The loose images (the demo's raw JPEGs) and their journal (records.jsonl) stay;
-        # nothing else may be left.
+        # The loose images (the demo's raw JPEGs, the checked crops' PNGs) and their journal
+        # (records.jsonl) stay; nothing else may be left.
         leftovers = [
-            p for p in shard.rglob("*") if p.is_file() and p.suffix not in (".jpg", ".jsonl")
+            p
+            for p in shard.rglob("*")
+            if p.is_file()
+            and p.suffix not in (".jpg", ".jsonl")
+            and not (p.suffix == ".png" and p.relative_to(shard).parts[0] == "aligned")
         ]
         leftovers += list(shard.rglob("*.tmp"))
         first_log = (workdir / "results/logs/generate/0.log").read_text()

@@ -74,17 +74,18 @@ def build_demo_assets(
     build_tiny_models(root / "models", seed=seed)
 
 
-def build_tiny_models(models_root: Path, *, seed: int = 0) -> None:
-    """Random tiny Arc2Face/SD 1.5 models and hand-built ONNX face models, in the real layouts."""
+def build_tiny_models(models_root: Path, *, seed: int = 0, size: str = "tiny") -> None:
+    """Random tiny Arc2Face/SD 1.5 models and hand-built ONNX face models, in the real layouts;
+    with size "sd15", the encoder, UNet and VAE at SD 1.5's sizes (the benchmark's)."""
     import onnx
 
     models_root = Path(models_root)
     tokenizer_dir = models_root / "sd15" / "tokenizer"
     vocab = write_tokenizer(tokenizer_dir)
     write_scheduler(models_root / "sd15" / "scheduler")
-    write_encoder(models_root / "arc2face" / "encoder", vocab, seed)
-    write_unet(models_root / "arc2face" / "arc2face", seed)
-    write_vae(models_root / "sd15" / "vae", seed)
+    write_encoder(models_root / "arc2face" / "encoder", vocab, seed, size)
+    write_unet(models_root / "arc2face" / "arc2face", seed, size)
+    write_vae(models_root / "sd15" / "vae", seed, size)
     (models_root / "antelopev2").mkdir(parents=True, exist_ok=True)
     onnx.save(detector_model(), str(models_root / "antelopev2" / "scrfd_10g_bnkps.onnx"))
     onnx.save(recognizer_model(seed), str(models_root / "arc2face" / "arcface.onnx"))

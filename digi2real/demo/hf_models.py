@@ -1,6 +1,7 @@
-"""Tiny random Arc2Face/SD 1.5 parts written in the real Hugging Face on-disk layouts: the CLIP
+"""Random Arc2Face/SD 1.5 parts written in the real Hugging Face on-disk layouts: the CLIP
 tokenizer, the CLIP text encoder (as transformers 4.36 saved it), the UNet, the VAE and the
-scheduler config."""
+scheduler config. Tiny for the demo and the tests; at SD 1.5's own sizes (`size="sd15"`) for
+the generation benchmark, which times the real architecture with random weights."""
 
 from __future__ import annotations
 
@@ -9,6 +10,41 @@ from pathlib import Path
 
 TINY_HIDDEN_SIZE = 576
 PROMPT = "photo of a id person"
+
+# The published Stable Diffusion 1.5 configs (unet/config.json, vae/config.json), value for
+# value where they differ from diffusers' defaults; Arc2Face's UNet has SD 1.5's architecture.
+SD15_UNET = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
+SD15_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}
+# CLIP ViT-L/14's text model, which Arc2Face's encoder is.
+SD15_ENCODER = {
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+}
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -120,15 +156,18 @@ _ENCODER_CONFIG_KEYS = (
 )
 
 
-def _encoder_config(vocab: dict[str, int]):
+def _encoder_config(vocab: dict[str, int], size: str = "tiny"):
     from transformers import CLIPTextConfig
 
+    sizes = {
+        "vocab_size": len(vocab),
+        "hidden_size": TINY_HIDDEN_SIZE,
+        "intermediate_size": 2 * TINY_HIDDEN_SIZE,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    }
     return CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=TINY_HIDDEN_SIZE,
-        intermediate_size=2 * TINY_HIDDEN_SIZE,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        **(SD15_ENCODER if size == "sd15" else sizes),
         max_position_embeddings=77,
         bos_token_id=vocab["<|startoftext|>"],
         eos_token_id=vocab["<|endoftext|>"],
@@ -137,20 +176,20 @@ def _encoder_config(vocab: dict[str, int]):
     )
 
 
-def _build_encoder(vocab: dict[str, int], seed: int):
+def _build_encoder(vocab: dict[str, int], seed: int, size: str = "tiny"):
     import torch
     from transformers import CLIPTextModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 100 + 1)
-        return CLIPTextModel(_encoder_config(vocab)).eval()
+        return CLIPTextModel(_encoder_config(vocab, size)).eval()
 
 
-def write_encoder(folder: Path, vocab: dict[str, int], seed: int) -> None:
+def write_encoder(folder: Path, vocab: dict[str, int], seed: int, size: str = "tiny") -> None:
     """Saved as transformers 4.36 saved Arc2Face's encoder: a pickle with `text_model.` keys."""
     import torch
 
-    model = _build_encoder(vocab, seed)
+    model = _build_encoder(vocab, seed, size)
     config = model.config
     # transformers 5 dropped the `text_model` wrapper module; 4.x checkpoints still carry it.
     state = {
@@ -170,12 +209,15 @@ def write_encoder(folder: Path, vocab: dict[str, int], seed: int) -> None:
     _write_json(folder / "config.json", saved)
 
 
-def write_unet(folder: Path, seed: int) -> None:
+def write_unet(folder: Path, seed: int, size: str = "tiny") -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 100 + 2)
+        if size == "sd15":
+            UNet2DConditionModel(**SD15_UNET).save_pretrained(folder, safe_serialization=True)
+            return
         unet = UNet2DConditionModel(
             sample_size=8,
             in_channels=4,
@@ -191,12 +233,15 @@ def write_unet(folder: Path, seed: int) -> None:
     unet.save_pretrained(folder, safe_serialization=True)
 
 
-def write_vae(folder: Path, seed: int) -> None:
+def write_vae(folder: Path, seed: int, size: str = "tiny") -> None:
     import torch
     from diffusers import AutoencoderKL
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 100 + 3)
+        if size == "sd15":
+            AutoencoderKL(**SD15_VAE).save_pretrained(folder, safe_serialization=True)
+            return
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,

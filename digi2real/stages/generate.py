@@ -7,6 +7,7 @@ resumes from the images whose key still matches (digi2real/shards.py).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from digi2real.config import Config
@@ -41,12 +42,14 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
         GenerationSettings,
         Interrupted,
         build_pipeline,
+        log_peak_gpu_memory,
     )
     from digi2real.progress import log
     from digi2real.shards import (
+        BackgroundStore,
         StopFlag,
-        check_and_pack,
         checked_embeddings,
+        embed_and_pack,
         generate_missing,
         image_key,
         locate_raw_images,
@@ -69,10 +72,13 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     stop = StopFlag()
     stop.install()
     faults = Faults(plan.shard)
+    faces = face_pipeline_from_config(config, "quality")
     failures: dict[int, str] = {}
+    checked: dict = {}
     keys: list[str] = []
     # 2. Generate the images with no stored bytes of their key (new, or made with other
-    # settings), each a loose file.
+    # settings); each batch is stored and checked in the background while the next one is
+    # generated.
     if len(plan):
         pipeline = build_pipeline(config, settings)
         generator = Arc2FaceGenerator(pipeline, settings, delta.delta)
@@ -92,25 +98,36 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
                 f"(77, {hidden}); was it estimated with another encoder?"
             )
         raw = locate_raw_images(plan, keys, shard_dir, formats)
-        try:
-            failures = generate_missing(generator, raw, keys, stop, faults)
-        except Interrupted:
-            pass
+        started = time.monotonic()
+        with BackgroundStore(faces, raw, keys, faults) as store:
+            try:
+                failures = generate_missing(generator, raw, store, stop)
+            except Interrupted:
+                pass
+        checked = store.results
+        log.info(
+            "shard %d: %d images generated, stored and checked in %.3f s",
+            plan.shard,
+            len(checked),
+            time.monotonic() - started,
+        )
+        log_peak_gpu_memory(pipeline.device)
         if stop():
             log.warning("shard %d: stopped; images on disk are kept for the rerun", plan.shard)
             return STOPPED
     else:  # only skipped identities: nothing to generate
         raw = locate_raw_images(plan, keys, shard_dir, formats)
-    # 3. Check every image from its bytes as stored (detect, align, embed), packing the
-    # images and crops into the shard's archive, renamed into place once whole.
-    faces = face_pipeline_from_config(config, "quality")
-    results = check_and_pack(faces, raw, keys, failures, faults)
+    # 3. Check the images reused from earlier runs, embed every crop, and pack the images and
+    # crops into the shard's archive, renamed into place once whole.
+    started = time.monotonic()
+    results, cropped = embed_and_pack(faces, raw, keys, checked, failures, faults)
     # 4. Commit: the embeddings of the checked images, then the manifest, last; then the loose
     # images, which the archive now holds, go.
     faults.before_commit()
     write_generated_embeddings(shard_dir / EMBEDDINGS, checked_embeddings(plan, results))
     images_per_identity = config["plan"]["images_per_identity"]
-    write_manifest(manifest_table(plan, results, keys, images_per_identity, formats), out)
+    table = manifest_table(plan, results, keys, images_per_identity, formats, cropped)
+    write_manifest(table, out)
     remove_loose_images(shard_dir)
-    log.info("shard %d: committed %s", plan.shard, out)
+    log.info("shard %d: committed %s in %.3f s", plan.shard, out, time.monotonic() - started)
     return 0

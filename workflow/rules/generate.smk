@@ -39,6 +39,8 @@ rule generate:
         CONTAINER
     envmodules:
         *ENVMODULES["gpu"],
+    # One thread drives the GPU, one stores and checks the previous batch meanwhile.
+    threads: 2
     resources:
         runtime=generation_runtime,
     params:

@@ -1,0 +1,28 @@
+"""The generation benchmark runs where CI runs: on the CPU, with the demo's tiny models."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+
+def test_generation_benchmark_measures_both_pipelines_on_the_cpu():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts/benchmark_generation.py"), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["reference"] > 0 and figures["ours"] > 0
+    assert figures["ratio"] == pytest.approx(figures["ours"] / figures["reference"])
+    for line in ("(a) reference", "(b) digi2real generate", "cluster.seconds_per_image",
+                 "peak host memory", "fastest:"):  # fmt: skip
+        assert line in done.stdout, done.stdout
+    assert "face models on ['CPUExecutionProvider']" in done.stdout
