@@ -199,16 +199,21 @@ def write_webdataset(
     index `index.json` and labels.csv, into the new folder `folder`."""
     order = np.random.default_rng(seed).permutation(len(samples))
     shuffled = [samples[position] for position in order]
-    encoded = jpegs(shuffled, quality)
     shards = []
     for number, start in enumerate(range(0, len(shuffled), per_shard)):
         name = f"shard-{number:06d}.tar"
         chunk = shuffled[start : start + per_shard]
+        # Read in archive order, written shuffled: read in the shuffled order, nearly every
+        # crop would be in another shard's archive than the last one.
+        by_archive = sorted(range(len(chunk)), key=lambda k: (chunk[k].archive, chunk[k].crop))
+        encoded: list[bytes] = [b""] * len(chunk)
+        for k, jpeg in zip(by_archive, jpegs([chunk[k] for k in by_archive], quality), strict=True):
+            encoded[k] = jpeg
         with tarfile.open(folder / name, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in chunk:
+            for sample, jpeg in zip(chunk, encoded, strict=True):
                 key = f"{sample.label:07d}_{sample.image_index:05d}"
                 for suffix, data in (
-                    ("jpg", next(encoded)),
+                    ("jpg", jpeg),
                     ("cls", f"{sample.label}".encode()),
                     ("json", json.dumps(sample.meta, sort_keys=True).encode()),
                 ):

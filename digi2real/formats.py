@@ -415,11 +415,6 @@ def save_image(data: bytes, path: Path) -> None:
         temporary.write_bytes(data)
 
 
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Write an RGB uint8 array as PNG under a temporary name, then rename it into place."""
-    save_image(encode_image(image, "png", 0), path)
-
-
 class ImageArchiveWriter:
     """Adds members to a shard's image archive (see `image_archive`)."""
 

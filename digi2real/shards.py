@@ -391,13 +391,6 @@ def _aligned(plan: ShardPlan, i: int, formats: ImageFormats) -> str:
     return aligned_path(plan.image_identity[i], plan.image_index[i], formats.aligned)
 
 
-def _decode_or_error(data: bytes, name: str) -> np.ndarray | Exception:
-    try:
-        return decode_image(data, name)
-    except UnreadableImage as error:
-        return error
-
-
 def checked_embeddings(plan: ShardPlan, results: list[FaceResult]) -> GeneratedEmbeddings:
     """The embedding and landmarks of every image of the shard whose check found a face."""
     rows = [i for i, result in enumerate(results) if result.embedding is not None]

@@ -36,7 +36,9 @@ WRITE_EVERY_KIND = textwrap.dedent(
     zeros = np.zeros((77, 8), np.float32)
     formats.write_delta(out / "delta.h5", formats.Delta(zeros, zeros, zeros, 1, 1, "per_token"))
     formats.write_plan(out / "plan.h5", formats.ShardPlan(shard=0))
-    formats.save_png(np.zeros((4, 4, 3), np.uint8), out / "image.png")
+    formats.save_image(formats.encode_image(np.zeros((4, 4, 3), np.uint8), "png", 0), out / "a.png")
+    with formats.image_archive(out / "images.zip") as archive:
+        archive.add("raw/a/0.jpg", b"jpeg")
     manifest = pa.table({"identity": ["a"], "passed": [True]})
     formats.write_manifest(manifest, out / "manifest.parquet")
     formats.write_card(out / "card.json", {"a": 1})
@@ -56,7 +58,7 @@ def test_every_written_file_gets_the_mode_the_umask_gives(tmp_path, umask, mode)
         preexec_fn=lambda: os.umask(umask),
     )
     written = sorted(p for p in tmp_path.iterdir() if p.is_file())
-    assert len(written) == 11  # the manifest writes its CSV copy too
+    assert len(written) == 12  # the manifest writes its CSV copy too
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
     assert not list(tmp_path.glob(".*"))  # no temporary left behind
