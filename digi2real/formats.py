@@ -390,11 +390,11 @@ class ImageFormats:
         return {"format": self.raw, "quality": self.raw_quality if self.raw == "jpeg" else None}
 
 
-def raw_path(identity: str, image_index: int, image_format: str = "png") -> str:
+def raw_path(identity: str, image_index: int, image_format: str) -> str:
     return f"raw/{identity}/{image_index}{IMAGE_SUFFIX[image_format]}"
 
 
-def aligned_path(identity: str, image_index: int, image_format: str = "png") -> str:
+def aligned_path(identity: str, image_index: int, image_format: str) -> str:
     return f"aligned/{identity}/{image_index}{IMAGE_SUFFIX[image_format]}"
 
 

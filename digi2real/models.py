@@ -264,7 +264,8 @@ CUDA_PROVIDER = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"
 
 def onnx_providers(name: str = "auto") -> list:
     """onnxruntime's providers for `face.providers`: CUDA (with its options) first where
-    onnxruntime has it (onnxruntime-gpu, the `gpu` extra) and it is wanted, then the CPU."""
+    onnxruntime has it (onnxruntime-gpu, or envs/gpu.yaml's CUDA build) and it is wanted,
+    then the CPU."""
     import onnxruntime
 
     if name == "cpu":

@@ -95,12 +95,25 @@ def run_in_process(config: Path, inputs: Path, out: Path) -> int:
     )
 
 
-def run_as_job(config: Path, inputs: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
+def job_command(config: Path, inputs: Path, out: Path) -> list[str]:
+    """`digi2real generate` as the workflow runs it, a process of its own."""
     command = [sys.executable, "-m", "digi2real", "generate", "--config", str(config)]
     command += ["--plan", str(inputs / "plan.h5"), "--delta", str(inputs / "delta.h5")]
-    command += ["--models", str(inputs / "models.json"), "--out", str(out / "manifest.parquet")]
+    return command + [
+        "--models",
+        str(inputs / "models.json"),
+        "--out",
+        str(out / "manifest.parquet"),
+    ]
+
+
+def run_as_job(config: Path, inputs: Path, out: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, **env}, check=False
+        job_command(config, inputs, out),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
     )
 
 
@@ -353,10 +366,7 @@ def test_sigterm_stops_the_shard_within_20_seconds_losing_nothing(inputs, demo_r
     reference = tmp_path / "reference"
     assert run_in_process(config, inputs, reference) == 0
     shard = tmp_path / "shard"
-    command = [sys.executable, "-m", "digi2real", "generate", "--config", str(config)]
-    command += ["--plan", str(inputs / "plan.h5"), "--delta", str(inputs / "delta.h5")]
-    command += ["--models", str(inputs / "models.json"), "--out", str(shard / "manifest.parquet")]
-    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(job_command(config, inputs, shard), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(shard.glob("raw/*/*.jpg")):
         assert job.poll() is None and time.monotonic() < deadline, "no image was written"
