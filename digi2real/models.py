@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from digi2real.config import Config, resolve_path
-from digi2real.errors import ModelFileError
+from digi2real.errors import Digi2RealError, ModelFileError
 
 if TYPE_CHECKING:
     import torch
@@ -264,13 +264,22 @@ CUDA_PROVIDER = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"
 
 def onnx_providers(name: str = "auto") -> list:
     """onnxruntime's providers for `face.providers`: CUDA (with its options) first where
-    onnxruntime has it (onnxruntime-gpu, or envs/gpu.yaml's CUDA build) and it is wanted,
-    then the CPU."""
+    onnxruntime has it (the `gpu` extra's onnxruntime-gpu, or envs/gpu.yaml's CUDA build) and
+    it is wanted, then the CPU."""
     import onnxruntime
 
     if name == "cpu":
         return ["CPUExecutionProvider"]
     available = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in available and _installed("onnxruntime-gpu"):
+        # Both wheels write the onnxruntime module, and pip installs insightface's onnxruntime
+        # after the `gpu` extra's onnxruntime-gpu: without this the faces would run on the CPU.
+        raise Digi2RealError(
+            f"config key face.providers is {name}: onnxruntime-gpu is installed, but the "
+            f"onnxruntime module is the CPU build {onnxruntime.__version__} that insightface "
+            "requires, written over it; run: pip install --force-reinstall --no-deps "
+            "onnxruntime-gpu (or set face.providers to cpu)"
+        )
     if name == "cuda" and "CUDAExecutionProvider" not in available:
         raise ModelFileError(
             "config key face.providers is cuda but onnxruntime has no CUDA provider; "
@@ -278,6 +287,16 @@ def onnx_providers(name: str = "auto") -> list:
         )
     cuda = name in ("auto", "cuda") and "CUDAExecutionProvider" in available
     return [CUDA_PROVIDER, "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+
+
+def _installed(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def load_detector(path: Path, providers: list[str], key: str = DETECTOR.key):

@@ -2,9 +2,10 @@
 
 pyproject.toml's [project] dependencies are the one package list. Each conda environment lists
 the same packages in conda-forge's names, with the same version floors, plus its extras (the GPU
-env runs generation, so it has the `lcm` extra) and a few env-only packages. The GPU env asks for
-CUDA builds and pins `cuda-version`; the CPU env asks for CPU builds; conda-forge is the only
-channel. `problems()` does every check over parsed data, so the tests can feed it broken copies.
+env runs generation, so it has the `lcm` and `gpu` extras) and a few env-only packages. The GPU
+env asks for CUDA builds and pins `cuda-version`; the CPU env asks for CPU builds; conda-forge is
+the only channel. `problems()` does every check over parsed data, so the tests can feed it
+broken copies.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ PYPI_TO_CONDA = {
     "opencv-python-headless": "opencv",
     # matplotlib-base: matplotlib without the Qt GUI toolkit, which jobs never use
     "matplotlib": "matplotlib-base",
+    # conda-forge has one onnxruntime package, its CUDA builds are what PyPI calls -gpu
+    "onnxruntime-gpu": "onnxruntime",
 }
 # Extras of pyproject.toml whose packages an environment also needs. `workflow` (Snakemake) is
 # in none: jobs only run `python -m digi2real` inside the environment.
-ENV_EXTRAS = {"cpu": (), "gpu": ("lcm",)}
+ENV_EXTRAS = {"cpu": (), "gpu": ("lcm", "gpu")}
 # Packages an environment may list that are not Python dependencies of digi2real.
 ENV_ONLY = {"cpu": {"python", "pip"}, "gpu": {"python", "pip", "cuda-version"}}
 # Packages with CPU and CUDA builds on conda-forge, and build strings of each kind from there
@@ -283,6 +286,13 @@ BROKEN = {
         "gpu",
         lambda env, pp: _replace(env, "peft", None),
         "peft",
+    ),
+    "the gpu extra's onnxruntime-gpu floor bumped alone": (
+        "gpu",
+        lambda env, pp: pp["project"]["optional-dependencies"].__setitem__(
+            "gpu", ["onnxruntime-gpu>=1.20"]
+        ),
+        "onnxruntime: version",
     ),
     "an extra package": (
         "cpu",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from digi2real import models
-from digi2real.errors import ModelFileError
+from digi2real.errors import Digi2RealError, ModelFileError
 
 pytestmark = pytest.mark.unit
 
@@ -106,3 +106,49 @@ def test_resolve_dtype_defaults_to_fp16_on_cuda_and_fp32_on_cpu():
 def test_unknown_scheduler_names_the_key(tmp_path):
     with pytest.raises(ModelFileError, match="generation.scheduler"):
         models.load_scheduler(tmp_path, "pndm-fast")
+
+
+CPU_BUILD = ["AzureExecutionProvider", "CPUExecutionProvider"]  # onnxruntime 1.32.0's wheel
+GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.fixture
+def onnxruntime_build(monkeypatch):
+    """Sets what the onnxruntime module offers and whether onnxruntime-gpu is installed."""
+    import onnxruntime
+
+    def set_build(available: list[str], gpu_wheel: bool) -> None:
+        monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: available)
+        monkeypatch.setattr(models, "_installed", lambda name: gpu_wheel)
+
+    return set_build
+
+
+def test_faces_run_on_cuda_with_the_heuristic_search_when_onnxruntime_has_it(onnxruntime_build):
+    onnxruntime_build(GPU_BUILD, gpu_wheel=True)
+    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})
+    assert models.onnx_providers("auto") == [cuda, "CPUExecutionProvider"]
+    assert models.onnx_providers("cuda") == [cuda, "CPUExecutionProvider"]
+    assert models.onnx_providers("cpu") == ["CPUExecutionProvider"]
+
+
+def test_cpu_onnxruntime_runs_on_the_cpu_unless_cuda_is_demanded(onnxruntime_build):
+    onnxruntime_build(CPU_BUILD, gpu_wheel=False)
+    assert models.onnx_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(ModelFileError, match="face.providers is cuda .* no CUDA provider"):
+        models.onnx_providers("cuda")
+
+
+def test_gpu_wheel_overwritten_by_the_cpu_one_names_the_fix(onnxruntime_build):
+    """What `pip install '.[gpu]'` leaves (measured): onnxruntime-gpu's metadata, with the CPU
+    wheel's module installed after it."""
+    onnxruntime_build(CPU_BUILD, gpu_wheel=True)
+    for name in ("auto", "cuda"):
+        with pytest.raises(Digi2RealError, match="pip install --force-reinstall --no-deps"):
+            models.onnx_providers(name)
+    assert models.onnx_providers("cpu") == ["CPUExecutionProvider"]
+
+
+def test_installed_reads_the_package_metadata():
+    assert models._installed("onnxruntime")
+    assert not models._installed("no-such-distribution-for-digi2real")
