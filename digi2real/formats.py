@@ -10,8 +10,10 @@ import io
 import json
 import os
 import shutil
+import struct
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -497,6 +499,58 @@ class ImageArchives:
         for archive in self._open.values():
             archive.close()
         self._open.clear()
+
+
+@dataclass(frozen=True)
+class MemberSpan:
+    """Where a stored member's bytes lie in its archive, and their CRC-32. Reading by span
+    needs no ZipFile: opening one parses the whole central directory (10.6 ms for a shard's
+    4,000 members, measured), which export workers would otherwise pay for every few crops."""
+
+    offset: int
+    size: int
+    crc: int
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3I2H")  # zip's local file header, before the name
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+
+
+def member_spans(archive: Path, members: list[str]) -> dict[str, MemberSpan]:
+    """The span of each named member of `archive`, from one read of its directory and of each
+    member's local header (whose extra field may differ from the directory's)."""
+    spans = {}
+    try:
+        with zipfile.ZipFile(archive) as opened, open(archive, "rb") as file:
+            for member in members:
+                info = opened.getinfo(member)
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise DataError(f"{archive}: {member} is compressed; shard archives store")
+                file.seek(info.header_offset)
+                header = _LOCAL_HEADER.unpack(file.read(_LOCAL_HEADER.size))
+                if header[0] != _LOCAL_SIGNATURE:
+                    raise DataError(f"{archive}: {member} has no local header where it should")
+                name_length, extra_length = header[-2:]
+                offset = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+                spans[member] = MemberSpan(offset, info.file_size, info.CRC)
+    except KeyError:
+        raise DataError(f"{archive}: has no member {member}") from None
+    except (OSError, zipfile.BadZipFile, struct.error) as error:
+        raise DataError(f"{archive}: cannot read the shard's image archive: {error}") from None
+    return spans
+
+
+def read_member(archive: Path, member: str, span: MemberSpan) -> bytes:
+    """The member's bytes by their span (see `member_spans`), checked against its CRC-32."""
+    try:
+        with open(archive, "rb") as file:
+            file.seek(span.offset)
+            data = file.read(span.size)
+    except OSError as error:
+        raise DataError(f"{archive}: cannot read {member}: {error}") from None
+    if len(data) != span.size or zlib.crc32(data) != span.crc:
+        raise DataError(f"{archive}: {member} fails its CRC check (the archive changed)")
+    return data
 
 
 def write_manifest(table: pa.Table, manifest: Path) -> None:

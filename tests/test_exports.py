@@ -40,6 +40,8 @@ def test_a_record_holding_the_magic_word_is_split_and_read_back_whole(mxnet_pyth
         magic,  # the magic word alone
         b"abcd" + magic + b"efgh" + magic + magic + b"xy",  # aligned, several, side by side
         b"a" + magic + b"bcd",  # unaligned: no split
+        b"ab" + magic + b"cd" + magic + b"e",  # unaligned, then aligned
+        magic[2:] + magic + magic[:2],  # overlapping an aligned one
         bytes(range(256)) * 3,
     ]
     path = tmp_path / "t.rec"
