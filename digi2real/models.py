@@ -283,7 +283,7 @@ def onnx_providers(name: str = "auto") -> list:
     if name == "cuda" and "CUDAExecutionProvider" not in available:
         raise ModelFileError(
             "config key face.providers is cuda but onnxruntime has no CUDA provider; "
-            "install onnxruntime-gpu or set it to auto"
+            "install the gpu extra (README, Generation speed) or set it to auto"
         )
     cuda = name in ("auto", "cuda") and "CUDAExecutionProvider" in available
     return [CUDA_PROVIDER, "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]

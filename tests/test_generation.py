@@ -184,22 +184,37 @@ def test_channels_last_keeps_the_images(config, generator, delta):
     assert difference <= OPTIMIZED_TOLERANCE, difference
 
 
-def test_compiled_pipeline_keeps_the_images(config, generator, delta, caplog):
-    """torch.compile (inductor, C++ kernels on the CPU) with channels-last: about a minute and
-    a half of compiling on 2 cores, paid once per job on a cluster."""
+def test_compiled_pipeline_keeps_the_images(
+    config, generator, delta, caplog, tmp_path, monkeypatch
+):
+    """torch.compile (inductor, C++ kernels on the CPU) with channels-last: about a minute of
+    compiling on 2 cores, paid once per job on a cluster, and with generation.compile_cache
+    once for all the jobs that share it."""
+    kernels = tmp_path / "kernels"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)  # as it was, after the test
+    compiled = {"channels_last": True, "compile": True, "compile_cache": str(kernels)}
     with caplog.at_level("INFO", logger="digi2real"):
-        optimized = optimized_generator(config, delta, channels_last=True, compile=True)
-    assert "torch.compile (mode default" in caplog.text
+        optimized = optimized_generator(config, delta, **compiled)
+    assert f"torch.compile (mode default; kernel cache: {kernels})" in caplog.text
     assert isinstance(optimized.pipeline.unet, OptimizedModule)
     cond, seeds = conditions(2, seed=6), [21, 22]
     difference = np.abs(optimized.generate(cond, seeds) - generator.generate(cond, seeds)).max()
     assert difference <= OPTIMIZED_TOLERANCE, difference
+    assert any(kernels.iterdir())
     # Compiling is paid once per job: the next batches (other identities, seeds, generators)
     # reuse the compiled graphs; a guard on anything that changes per batch would recompile.
     graphs = dict(counters["stats"])
     for seed in (7, 8):
         optimized.generate(conditions(2, seed=seed), [seed, seed + 100])
     assert dict(counters["stats"]) == graphs
+    # A later job (here: this process with dynamo's memory cleared) finds the compiled graphs
+    # in the cache folder instead of compiling them again.
+    torch._dynamo.reset()
+    misses = counters["inductor"]["fxgraph_cache_miss"]
+    again = optimized_generator(config, delta, **compiled)
+    np.testing.assert_array_equal(again.generate(cond, seeds), optimized.generate(cond, seeds))
+    assert counters["inductor"]["fxgraph_cache_hit"] >= 2  # the UNet's graph and the VAE's
+    assert counters["inductor"]["fxgraph_cache_miss"] == misses
 
 
 def write_tiny_lcm_lora(unet_dir, folder):
