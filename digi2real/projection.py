@@ -34,7 +34,7 @@ class Arc2FaceProjector:
                 f"the tokenizer does not encode {ID_TOKEN!r} as one token of the prompt"
             )
         self.id_position = int((self.prompt_ids[0] == id_tokens[0]).nonzero()[0, 0])
-        self._unconditional: torch.Tensor | None = None
+        self._unconditional: dict[int, torch.Tensor] = {}
 
     def _tokenize(self, text: str) -> torch.Tensor:
         return self.tokenizer(
@@ -77,9 +77,12 @@ class Arc2FaceProjector:
             handle.remove()
 
     @torch.no_grad()
-    def unconditional(self) -> torch.Tensor:
-        """(1, 77, hidden): the encoder's output for the empty prompt, computed once."""
-        if self._unconditional is None:
-            ids = self._tokenize("").to(self.device)
-            self._unconditional = self.text_encoder(input_ids=ids)[0]
-        return self._unconditional
+    def unconditional(self, batch_size: int = 1) -> torch.Tensor:
+        """(batch_size, 77, hidden): the encoder's output for the empty prompt, encoded as
+        diffusers encodes it, `[""] * batch_size` in one call (computed once per batch size).
+        Not one row expanded: CPU kernels round a batch of one and a batch of N differently
+        in the last bits, and the pixels would then differ from diffusers' own."""
+        if batch_size not in self._unconditional:
+            ids = self._tokenize("").to(self.device).repeat(batch_size, 1)
+            self._unconditional[batch_size] = self.text_encoder(input_ids=ids)[0]
+        return self._unconditional[batch_size]

@@ -113,7 +113,8 @@ def test_bad_shape_is_a_clear_error(encoder_and_tokenizer):
         Arc2FaceProjector(*encoder_and_tokenizer).project(torch.zeros(2, 128))
 
 
-def test_unconditional_is_what_diffusers_computes_for_no_negative_prompt(demo_root):
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_unconditional_is_what_diffusers_computes_for_no_negative_prompt(demo_root, batch_size):
     folder = demo_root / "models"
     encoder = models.load_text_encoder(folder / "arc2face/encoder")
     tokenizer = models.load_tokenizer(folder / "sd15/tokenizer")
@@ -128,7 +129,7 @@ def test_unconditional_is_what_diffusers_computes_for_no_negative_prompt(demo_ro
         requires_safety_checker=False,
     )
     projector = Arc2FaceProjector(encoder, tokenizer)
-    prompt_embeds = projector.project(faces(1))
+    prompt_embeds = projector.project(faces(batch_size))
     _, negative = pipeline.encode_prompt(
         prompt=None,
         device=torch.device("cpu"),
@@ -136,7 +137,7 @@ def test_unconditional_is_what_diffusers_computes_for_no_negative_prompt(demo_ro
         do_classifier_free_guidance=True,
         prompt_embeds=prompt_embeds,
     )
-    torch.testing.assert_close(projector.unconditional(), negative, rtol=0, atol=0)
+    torch.testing.assert_close(projector.unconditional(batch_size), negative, rtol=0, atol=0)
 
 
 def test_loader_reads_the_4_36_checkpoint_as_the_model_it_was_saved_from(tmp_path, demo_root):
