@@ -185,10 +185,13 @@ class FacePipeline:
             yield from self.process_images(batch)
 
 
-def face_pipeline_from_config(config, section: str, recognizer=None) -> FacePipeline:
+def face_pipeline_from_config(
+    config, section: str, recognizer=None, threads: int | None = None
+) -> FacePipeline:
     """The face pipeline of `<section>.face` (digiface, ffhq, gallery or quality), resolved: a
     key it leaves out was inherited from `face:` (digi2real.config.resolve_config). It embeds
-    with the model of `recognizer` (a models.ModelSpec), by default the generator's ArcFace."""
+    with the model of `recognizer` (a models.ModelSpec), by default the generator's ArcFace;
+    with `threads`, onnxruntime computes with exactly that many (models._load_onnx)."""
     from digi2real.models import (
         ARCFACE,
         DETECTOR,
@@ -204,10 +207,14 @@ def face_pipeline_from_config(config, section: str, recognizer=None) -> FacePipe
     settings = config[section]["face"]
     providers = onnx_providers(str(settings["providers"]))
     prealigned = bool(settings["prealigned"])
-    detector = None if prealigned else load_detector(model_path(config, DETECTOR), providers)
+    detector = (
+        None
+        if prealigned
+        else load_detector(model_path(config, DETECTOR), providers, threads=threads)
+    )
     return FacePipeline(
         detector,
-        load_recognizer(model_path(config, recognizer), providers, recognizer),
+        load_recognizer(model_path(config, recognizer), providers, recognizer, threads),
         det_size=int(settings["det_size"]),
         det_thresh=float(settings["det_thresh"]),
         pad=float(settings["pad"]),

@@ -47,7 +47,8 @@ FILE_MODE = _file_mode()
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it only if the block succeeds; it gets the
-    mode any new file would (FILE_MODE)."""
+    mode any new file would (FILE_MODE). Its bytes are flushed to the disk before the rename:
+    after a node crash the name never points at bytes that did not reach it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -55,10 +56,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temporary)
+        flush_to_disk(Path(temporary))
         os.replace(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def flush_to_disk(path: Path) -> None:
+    """fsync a file written and closed by someone else (h5py, pyarrow, PIL)."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def open_h5(path: str | Path, what: str) -> h5py.File:

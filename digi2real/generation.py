@@ -53,10 +53,11 @@ class GenerationSettings:
     dtype: str
     scheduler: str
     delta_scale: float
-    channels_last: bool | None = False
-    compile: bool | None = False
-    compile_mode: str = "default"
-    compile_cache: str | None = None
+    channels_last: bool | None
+    compile: bool | None
+    compile_mode: str
+    compile_cache: str | None
+    cpu_threads: int
 
     @classmethod
     def from_config(cls, config: Config) -> GenerationSettings:
@@ -75,6 +76,33 @@ class GenerationSettings:
             compile=generation["compile"],
             compile_mode=generation["compile_mode"],
             compile_cache=generation["compile_cache"],
+            cpu_threads=generation["cpu_threads"],
+        )
+
+
+def check_inputs(
+    config: Config, settings: GenerationSettings, delta: np.ndarray, delta_path: Path
+) -> None:
+    """What can be checked before a model loads: Δ's shape against the encoder's (the
+    tokenizer's prompt length x the encoder's width, from their config files), one line
+    naming the file and the key."""
+    import json
+
+    from digi2real import models
+    from digi2real.errors import DataError
+
+    encoder = models.model_path(config, models.ENCODER) / "config.json"
+    tokenizer = models.model_path(config, models.TOKENIZER) / "tokenizer_config.json"
+    try:
+        hidden = int(json.loads(encoder.read_text())["hidden_size"])
+        length = int(json.loads(tokenizer.read_text()).get("model_max_length", 77))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelFileError(f"{encoder} or {tokenizer}: cannot read: {error!r}") from None
+    if delta.shape != (length, hidden):
+        raise DataError(
+            f"{delta_path}: delta has shape {delta.shape}, the encoder gives ({length}, "
+            f"{hidden}) (config key models.arc2face_encoder); was it estimated with another "
+            "encoder?"
         )
 
 
@@ -184,7 +212,7 @@ class Arc2FaceGenerator:
         """(N, 512) ArcFace conditions -> (N, H, W, 3) float32 RGB in [0, 1] (NaN if diverged)."""
         s = self.settings
         prompt_embeds = self.prompt_embeds(conditions)
-        negative = self.projector.unconditional().expand_as(prompt_embeds)
+        negative = self.projector.unconditional(len(prompt_embeds))
         # The same generators then draw any noise the scheduler adds between steps (LCM does),
         # so that too belongs to the image, not to its batch.
         generators = image_generators(seeds)

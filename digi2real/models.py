@@ -299,11 +299,13 @@ def _installed(distribution: str) -> bool:
     return True
 
 
-def load_detector(path: Path, providers: list[str], key: str = DETECTOR.key):
+def load_detector(
+    path: Path, providers: list[str], key: str = DETECTOR.key, threads: int | None = None
+):
     """SCRFD loaded by file through insightface's model zoo, never by folder magic."""
     from insightface.model_zoo.scrfd import SCRFD
 
-    model = _load_onnx(path, providers, key)
+    model = _load_onnx(path, providers, key, threads)
     if not isinstance(model, SCRFD):
         raise ModelFileError(
             f"config key {key}: {path} is not an SCRFD detector "
@@ -312,10 +314,12 @@ def load_detector(path: Path, providers: list[str], key: str = DETECTOR.key):
     return model
 
 
-def load_recognizer(path: Path, providers: list[str], spec: ModelSpec = ARCFACE):
+def load_recognizer(
+    path: Path, providers: list[str], spec: ModelSpec = ARCFACE, threads: int | None = None
+):
     from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
-    model = _load_onnx(path, providers, spec.key)
+    model = _load_onnx(path, providers, spec.key, threads)
     shaped = isinstance(model, ArcFaceONNX) and tuple(model.input_size) == (112, 112)
     if not shaped or model.output_shape[-1] != 512:
         raise ModelFileError(
@@ -325,13 +329,22 @@ def load_recognizer(path: Path, providers: list[str], spec: ModelSpec = ARCFACE)
     return model
 
 
-def _load_onnx(path: Path, providers: list[str], key: str):
+def _load_onnx(path: Path, providers: list[str], key: str, threads: int | None = None):
+    """An insightface model of an ONNX file; with `threads`, onnxruntime computes with exactly
+    that many intra-op threads and its deterministic kernels (by default one thread per
+    physical core: another machine would round some reductions differently)."""
+    import onnxruntime
     from insightface.model_zoo import model_zoo
 
     from digi2real.progress import log
 
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.use_deterministic_compute = True
     try:
-        model = model_zoo.get_model(str(path), providers=providers)
+        model = model_zoo.get_model(str(path), providers=providers, sess_options=options)
     except Exception as error:  # onnxruntime raises its own types for a corrupt graph
         raise ModelFileError(
             f"config key {key}: {path} could not be loaded as ONNX: {error}"

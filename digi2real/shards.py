@@ -59,14 +59,24 @@ LOOSE_FOLDERS = ("raw", "aligned")  # a running shard's loose images, gone once 
 
 
 class StopFlag:
-    """Set by SIGTERM (SLURM's warning before a kill or a preemption) and SIGINT."""
+    """Set by SIGTERM (SLURM's warning before a kill or a preemption) and SIGINT while the
+    block it guards runs; the handlers before it are back once the block ends."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.stopped = False
+        self._previous: dict[int, object] = {}
 
-    def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._handle)
+    def __enter__(self) -> StopFlag:
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
 
     def _handle(self, signum, _frame) -> None:
         log.warning("received %s: stopping after the current step", signal.Signals(signum).name)
@@ -143,6 +153,16 @@ class RawImages:
             return (self.shard_dir / self.loose_name(i)).read_bytes()
         return self.archives.read(self.shard_dir / IMAGE_ARCHIVE, self.member(i))
 
+    def reads_back(self, i: int) -> bool:
+        """Whether image `i`'s stored bytes are whole: its archive member passes its CRC, and
+        the bytes decode. A node that crashed can leave a record whose file never reached
+        the disk, or reached it in part."""
+        try:
+            decode_image(self.read(i), self.loose_name(i))
+        except (OSError, Digi2RealError, UnreadableImage):
+            return False
+        return True
+
     def missing(self) -> list[int]:
         return [i for i in range(len(self.plan)) if i not in self.loose and i not in self.archived]
 
@@ -162,25 +182,35 @@ def locate_raw_images(
     archives = ImageArchives()
     comments = archives.comments(shard_dir / IMAGE_ARCHIVE) if formats.keeps_raw else {}
     found = RawImages(shard_dir, plan, formats, set(), set(), archives)
-    stale = 0
+    stale = broken = replaced = 0
     for i in range(len(plan)):
         record = records.get((plan.image_identity[i], plan.image_index[i]))
         loose = shard_dir / found.loose_name(i)
         if record is not None and record.get("image_key") == keys[i] and loose.is_file():
             found.loose.add(i)
-            continue
+            if found.reads_back(i):
+                continue
+            found.loose.discard(i)
+            broken += 1
+        elif loose.is_file():
+            stale += 1
         if loose.is_file():
             # The record first: a kill between the two must not leave the old record naming
             # whatever file is written here next.
-            stale += 1
             append_record(shard_dir, {**_identify(plan, i), "image_key": "", "raw_path": ""})
             loose.unlink()
-        if formats.keeps_raw and comments.get(found.member(i)) == keys[i]:
+        comment = comments.get(found.member(i)) if formats.keeps_raw else None
+        if comment == keys[i]:
             found.archived.add(i)
+            if not found.reads_back(i):
+                found.archived.discard(i)
+                broken += 1
+        elif comment is not None:
+            replaced += 1
     todo = len(found.missing())
     log.info(
         "shard %d: %d of %d images reused (their keys match; %d loose, %d in %s), %d to "
-        "generate (%d loose made with other settings or models)",
+        "generate (made with other settings or models, to be replaced: %d loose, %d in %s)",
         plan.shard,
         len(plan) - todo,
         len(plan),
@@ -189,7 +219,16 @@ def locate_raw_images(
         IMAGE_ARCHIVE,
         todo,
         stale,
+        replaced,
+        IMAGE_ARCHIVE,
     )
+    if broken:
+        log.warning(
+            "shard %d: %d recorded images do not read back (a crash before their bytes "
+            "reached the disk?): generated again",
+            plan.shard,
+            broken,
+        )
     return found
 
 
@@ -219,9 +258,11 @@ class BackgroundStore:
     the next one: encodes each image in the raw format, writes it (loose) and its record, then
     detects and aligns its face on the bytes as stored and writes the crop. The queue holds at
     most `depth` batches, so memory stays flat: the generator waits when the thread is behind.
-    An error in the thread fails the shard: it is raised at the next batch handed over, or
-    when the store closes. Closing waits for every batch handed over (a stop request too, so
-    nothing generated is lost)."""
+    Any error in the thread, in an image's handling or around it, fails the shard: it is
+    raised at the next batch handed over, or when the store closes, naming the image; from
+    then on the thread only drains the queue, so the generator never waits on a thread that
+    gave up. Closing waits for every batch handed over (a stop request too, so nothing
+    generated is lost)."""
 
     def __init__(
         self,
@@ -244,19 +285,37 @@ class BackgroundStore:
 
     def submit(self, batch: list[int], images: list[np.ndarray]) -> None:
         """Hand over generated RGB uint8 images; blocks while `depth` batches are pending."""
-        self._raise_error()
-        self._queue.put((batch, images))
+        self._put((batch, images))
+
+    def _put(self, item) -> None:
+        """Put `item` in the queue, raising the thread's error instead of waiting for a thread
+        that can no longer take it."""
+        while True:
+            self._raise_error()
+            if not self._thread.is_alive():
+                raise RuntimeError(
+                    f"shard {self.raw.plan.shard}: the thread storing and checking the images "
+                    "ended unexpectedly"
+                )
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain, so that the generator never blocks on a dead thread
-            for i, image in zip(*item, strict=True):
-                try:
+            failed_at = ""
+            try:
+                batch, images = item
+                failed_at = self.raw.loose_name(batch[0]) if batch else ""
+                for i, image in zip(batch, images, strict=True):
+                    failed_at = self.raw.loose_name(i)
                     self.results[i] = self._store(i, image)
-                except BaseException as error:  # handed to the main thread
-                    self._error, self._failed = error, self.raw.loose_name(i)
-                    break
+            except BaseException as error:  # handed to the main thread
+                self._error, self._failed = error, failed_at
 
     def _store(self, i: int, image: np.ndarray) -> FaceResult:
         raw, plan = self.raw, self.raw.plan
@@ -280,8 +339,9 @@ class BackgroundStore:
         ) from self._error
 
     def __exit__(self, kind, error, traceback) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._queue.put(None)  # the thread drains even after an error: never waits long
+            self._thread.join()
         if kind is None:
             self._raise_error()
         elif self._error is not None:  # the main thread's error propagates; say this one too
@@ -290,43 +350,58 @@ class BackgroundStore:
             )
 
 
+def plan_batches(n_images: int, batch_size: int) -> list[list[int]]:
+    """The shard's denoising batches: its planned images in plan order, `batch_size` at a
+    time, the last one padded with copies of its last image. Fixed by the plan alone, so every
+    image is made with the same companions however often the shard was resumed (CPU kernels
+    may round an image differently beside other images)."""
+    batches = []
+    for start in range(0, n_images, batch_size):
+        batch = list(range(start, min(start + batch_size, n_images)))
+        batches.append(batch + [batch[-1]] * (batch_size - len(batch)))
+    return batches
+
+
 def generate_missing(
-    generator: Arc2FaceGenerator, raw: RawImages, store: BackgroundStore, should_stop
+    generator: Arc2FaceGenerator,
+    raw: RawImages,
+    store: BackgroundStore,
+    should_stop,
+    faults: Faults,
 ) -> dict[int, str]:
     """Generate the planned images no raw bytes were found for, handing each batch to the
-    background store; the messages of those that failed."""
-    plan, todo = raw.plan, raw.missing()
-    progress = Progress(f"shard {plan.shard} generate", len(todo))
+    background store; the messages of those that failed. A batch is generated whole (its
+    plan_batches companions too, stored already or not) when any of its images is missing."""
+    plan, missing = raw.plan, set(raw.missing())
+    progress = Progress(f"shard {plan.shard} generate", len(missing))
     failures: dict[int, str] = {}
     batch_size = generator.settings.batch_size
-    for start in range(0, len(todo), batch_size):
+    batches = [b for b in plan_batches(len(plan), batch_size) if missing.intersection(b)]
+    for number, padded in enumerate(batches):
         if should_stop():
             break
-        batch = todo[start : start + batch_size]
-        # A short last batch is padded with copies of its last image: every image is then made
-        # in a batch of exactly batch_size, so on the CPU it is bitwise the same whatever the
-        # shard size and however often the shard was resumed.
-        padded = batch + [batch[-1]] * (batch_size - len(batch))
         images = generator.generate(
             np.stack([plan.condition[i] for i in padded]),
             [plan.seed[i] for i in padded],
             should_stop,
         )
-        finite = []
-        for i, image in zip(batch, images[: len(batch)], strict=True):
+        finite, todo = [], sorted(missing.intersection(padded))
+        for i in todo:
+            image = images[padded.index(i)]
             if np.all(np.isfinite(image)):
                 finite.append((i, to_uint8(image)))
             else:
                 failures[i] = "generated image has non-finite pixels"
         store.submit([i for i, _ in finite], [image for _, image in finite])
-        if start == 0:
+        if number == 0:
             log.info(
                 "shard %d: first batch of %d generated in %.3f s (compiling included, if on)",
                 plan.shard,
                 batch_size,
                 time.monotonic() - progress.started,
             )
-        progress.advance(len(batch))
+        progress.advance(len(todo))
+        faults.batch_generated(should_stop)
     return failures
 
 

@@ -5,14 +5,18 @@ through its environment: DIGI2REAL_FAIL_SHARDS (comma-separated shards that fail
 commit), DIGI2REAL_FAIL_ONCE_DIR (each shard fails once, leaving a marker file there) and
 DIGI2REAL_KILL_AFTER_IMAGES (SIGKILL after that many images written) and
 DIGI2REAL_KILL_AFTER_PACKED (SIGKILL after that many images packed into the shard's archive, the
-archive half written); and, for the benchmarks, DIGI2REAL_FORCE_DETECTIONS=1 (a face pipeline takes
-the template's five points where its detector finds no face). Nothing else reads them.
+archive half written) and DIGI2REAL_WAIT_AFTER_BATCHES (after that many batches generated, wait
+for a stop request before the next: a test then signals the job at a known point); and, for the
+benchmarks, DIGI2REAL_FORCE_DETECTIONS=1 (a face pipeline takes the template's five points where
+its detector finds no face). Nothing else reads them.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -29,8 +33,10 @@ class Faults:
         self.fail_once_dir = os.environ.get("DIGI2REAL_FAIL_ONCE_DIR")
         self.kill_after = int(os.environ.get("DIGI2REAL_KILL_AFTER_IMAGES", "0") or 0)
         self.kill_after_packed = int(os.environ.get("DIGI2REAL_KILL_AFTER_PACKED", "0") or 0)
+        self.wait_after_batches = int(os.environ.get("DIGI2REAL_WAIT_AFTER_BATCHES", "0") or 0)
         self.written = 0
         self.packed = 0
+        self.batches = 0
 
     def image_written(self) -> None:
         self.written += 1
@@ -41,6 +47,13 @@ class Faults:
         self.packed += 1
         if self.kill_after_packed and self.packed >= self.kill_after_packed:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def batch_generated(self, should_stop: Callable[[], bool], timeout: float = 600) -> None:
+        self.batches += 1
+        if self.wait_after_batches and self.batches == self.wait_after_batches:
+            deadline = time.monotonic() + timeout
+            while not should_stop() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def before_commit(self) -> None:
         if self.fail:

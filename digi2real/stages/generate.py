@@ -26,108 +26,80 @@ STOPPED = 143  # exit code after SIGTERM, as a shell reports a process ended by 
 def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, out: Path) -> int:
     """Generate the shard planned in `plan_path` into the folder of `out`, its manifest, with
     the model hashes of `models_path` in each image's key; returns the process exit code."""
-    from digi2real.errors import DataError
-    from digi2real.faces import face_pipeline_from_config
-    from digi2real.formats import (
-        EMBEDDINGS,
-        ImageFormats,
-        read_delta,
-        read_model_hashes,
-        read_plan,
-        write_generated_embeddings,
-        write_manifest,
-    )
-    from digi2real.generation import (
-        Arc2FaceGenerator,
-        GenerationSettings,
-        Interrupted,
-        build_pipeline,
-        log_peak_gpu_memory,
-    )
+    import torch
+
+    from digi2real import faces, formats, generation, shards
     from digi2real.progress import log
-    from digi2real.shards import (
-        BackgroundStore,
-        StopFlag,
-        checked_embeddings,
-        embed_and_pack,
-        generate_missing,
-        image_key,
-        locate_raw_images,
-        manifest_table,
-        remove_leftovers,
-        remove_loose_images,
-        settings_key,
-    )
     from digi2real.testing import Faults
 
-    # 1. Inputs and settings; what a killed job left half written goes.
-    plan = read_plan(plan_path)
-    delta = read_delta(delta_path)
-    model_hashes = read_model_hashes(models_path)
-    settings = GenerationSettings.from_config(config)
-    formats = ImageFormats.from_config(config)
+    # 1. Inputs and settings, checked before any model loads; what a killed job left half
+    # written goes.
+    plan = formats.read_plan(plan_path)
+    delta = formats.read_delta(delta_path)
+    model_hashes = formats.read_model_hashes(models_path)
+    settings = generation.GenerationSettings.from_config(config)
+    image_formats = formats.ImageFormats.from_config(config)
+    generation.check_inputs(config, settings, delta.delta, delta_path)
     shard_dir = out.parent
     shard_dir.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(shard_dir)
-    stop = StopFlag()
-    stop.install()
+    shards.remove_leftovers(shard_dir)
+    # The job's thread count, not the machine's: pixels and embeddings are then bitwise the
+    # same on a rerun that got other CPUs (generation.cpu_threads).
+    torch.set_num_threads(settings.cpu_threads)
+    checker = faces.face_pipeline_from_config(config, "quality", threads=settings.cpu_threads)
     faults = Faults(plan.shard)
-    faces = face_pipeline_from_config(config, "quality")
-    failures: dict[int, str] = {}
     checked: dict = {}
+    failures: dict[int, str] = {}
     keys: list[str] = []
-    # 2. Generate the images with no stored bytes of their key (new, or made with other
-    # settings); each batch is stored and checked in the background while the next one is
-    # generated.
-    if len(plan):
-        pipeline = build_pipeline(config, settings)
-        generator = Arc2FaceGenerator(pipeline, settings, delta.delta)
-        shard_key = settings_key(
-            model_hashes,
-            settings,
-            pipeline.device.type,
-            str(pipeline.unet.dtype),
-            delta.delta,
-            formats,
-        )
-        keys = [image_key(shard_key, plan.condition[i], plan.seed[i]) for i in range(len(plan))]
-        hidden = generator.projector.hidden_size
-        if delta.delta.shape != (generator.projector.prompt_ids.shape[1], hidden):
-            raise DataError(
-                f"{delta_path}: delta has shape {delta.delta.shape}, the encoder gives "
-                f"(77, {hidden}); was it estimated with another encoder?"
+    with shards.StopFlag() as stop:
+        # 2. Generate the images with no stored bytes of their key (new, or made with other
+        # settings); each batch is stored and checked in the background while the next one
+        # is generated.
+        if len(plan):
+            pipeline = generation.build_pipeline(config, settings)
+            generator = generation.Arc2FaceGenerator(pipeline, settings, delta.delta)
+            shard_key = shards.settings_key(
+                model_hashes,
+                settings,
+                pipeline.device.type,
+                str(pipeline.unet.dtype),
+                delta.delta,
+                image_formats,
             )
-        raw = locate_raw_images(plan, keys, shard_dir, formats)
-        started = time.monotonic()
-        with BackgroundStore(faces, raw, keys, faults) as store:
-            try:
-                failures = generate_missing(generator, raw, store, stop)
-            except Interrupted:
-                pass
-        checked = store.results
-        log.info(
-            "shard %d: %d images generated, stored and checked in %.3f s",
-            plan.shard,
-            len(checked),
-            time.monotonic() - started,
-        )
-        log_peak_gpu_memory(pipeline.device)
-        if stop():
-            log.warning("shard %d: stopped; images on disk are kept for the rerun", plan.shard)
-            return STOPPED
-    else:  # only skipped identities: nothing to generate
-        raw = locate_raw_images(plan, keys, shard_dir, formats)
+            conditions_and_seeds = zip(plan.condition, plan.seed, strict=True)
+            keys = [shards.image_key(shard_key, c, seed) for c, seed in conditions_and_seeds]
+            raw = shards.locate_raw_images(plan, keys, shard_dir, image_formats)
+            started = time.monotonic()
+            with shards.BackgroundStore(checker, raw, keys, faults) as store:
+                try:
+                    failures = shards.generate_missing(generator, raw, store, stop, faults)
+                except generation.Interrupted:
+                    pass
+            checked = store.results
+            log.info(
+                "shard %d: %d images generated, stored and checked in %.3f s",
+                plan.shard,
+                len(checked),
+                time.monotonic() - started,
+            )
+            generation.log_peak_gpu_memory(pipeline.device)
+            if stop():
+                log.warning("shard %d: stopped; images on disk are kept for the rerun", plan.shard)
+                return STOPPED
+        else:  # only skipped identities: nothing to generate
+            raw = shards.locate_raw_images(plan, keys, shard_dir, image_formats)
     # 3. Check the images reused from earlier runs, embed every crop, and pack the images and
     # crops into the shard's archive, renamed into place once whole.
     started = time.monotonic()
-    results, cropped = embed_and_pack(faces, raw, keys, checked, failures, faults)
+    results, cropped = shards.embed_and_pack(checker, raw, keys, checked, failures, faults)
     # 4. Commit: the embeddings of the checked images, then the manifest, last; then the loose
     # images, which the archive now holds, go.
     faults.before_commit()
-    write_generated_embeddings(shard_dir / EMBEDDINGS, checked_embeddings(plan, results))
+    embeddings = shards.checked_embeddings(plan, results)
+    formats.write_generated_embeddings(shard_dir / formats.EMBEDDINGS, embeddings)
     images_per_identity = config["plan"]["images_per_identity"]
-    table = manifest_table(plan, results, keys, images_per_identity, formats, cropped)
-    write_manifest(table, out)
-    remove_loose_images(shard_dir)
+    table = shards.manifest_table(plan, results, keys, images_per_identity, image_formats, cropped)
+    formats.write_manifest(table, out)
+    shards.remove_loose_images(shard_dir)
     log.info("shard %d: committed %s in %.3f s", plan.shard, out, time.monotonic() - started)
     return 0

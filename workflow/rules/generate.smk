@@ -39,8 +39,10 @@ rule generate:
         CONTAINER
     envmodules:
         *ENVMODULES["gpu"],
-    # One thread drives the GPU, one stores and checks the previous batch meanwhile.
-    threads: 2
+    # The threads the job computes with (generation.cpu_threads, fixed so that a rerun on
+    # other CPUs is bitwise the same): one drives the GPU, one stores and checks the previous
+    # batch meanwhile.
+    threads: config["generation"]["cpu_threads"]
     resources:
         runtime=generation_runtime,
     params:
