@@ -45,21 +45,24 @@ def cmd_demo_assets(args) -> int:
 def cmd_index_digiface(args) -> int:
     from digi2real.stages import index_digiface
 
-    index_digiface.run(stage_config(args, "index_digiface"), Path(args.out))
+    listing = Path(args.listing) if args.listing else None
+    index_digiface.run(stage_config(args, "index_digiface"), Path(args.out), listing)
     return 0
 
 
 def cmd_index_ffhq(args) -> int:
     from digi2real.stages import index_ffhq
 
-    index_ffhq.run(stage_config(args, "index_ffhq"), Path(args.out))
+    listing = Path(args.listing) if args.listing else None
+    index_ffhq.run(stage_config(args, "index_ffhq"), Path(args.out), listing)
     return 0
 
 
 def cmd_index_gallery(args) -> int:
     from digi2real.stages import index_gallery
 
-    index_gallery.run(stage_config(args, "index_gallery"), Path(args.out))
+    listing = Path(args.listing) if args.listing else None
+    index_gallery.run(stage_config(args, "index_gallery"), Path(args.out), listing)
     return 0
 
 
@@ -208,14 +211,17 @@ def parser() -> argparse.ArgumentParser:
     p = command("demo-assets", cmd_demo_assets, "the embedded demo's data and models", False)
     p.add_argument("--out", required=True, help="folder to write into")
 
-    p = command("index-digiface", cmd_index_digiface, "select the DigiFace identities")
-    p.add_argument("--out", required=True, help="index .parquet to write")
-
-    p = command("index-ffhq", cmd_index_ffhq, "select the FFHQ images")
-    p.add_argument("--out", required=True, help="index .parquet to write")
-
-    p = command("index-gallery", cmd_index_gallery, "list the real-face gallery's images")
-    p.add_argument("--out", required=True, help="index .parquet to write")
+    for name, function, what in (
+        ("index-digiface", cmd_index_digiface, "select the DigiFace identities"),
+        ("index-ffhq", cmd_index_ffhq, "select the FFHQ images"),
+        ("index-gallery", cmd_index_gallery, "list the real-face gallery's images"),
+    ):
+        p = command(name, function, what)
+        p.add_argument("--out", required=True, help="index .parquet to write")
+        p.add_argument(
+            "--listing",
+            help="the root's listing (<results>/inputs/<dataset>.txt), instead of listing it",
+        )
 
     for name, run, what in (
         ("embed", cmd_embed, "ArcFace embeddings of one shard of an index"),

@@ -13,8 +13,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from digi2real.atomic import atomic_path
 from digi2real.config import Config
-from digi2real.formats import ArchivedImage, atomic_path
+from digi2real.formats import ArchivedImage
 
 # The reasons, in the order the filter assigns them: an image gets the first that applies.
 # Per image: its status when not ok, then its detection score, its cosine to the prototype, its

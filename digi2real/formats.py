@@ -9,9 +9,7 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -26,50 +24,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from PIL import Image
 
+from digi2real.atomic import atomic_path
 from digi2real.errors import DataError
 
 STRING = h5py.string_dtype()
-
-
-def _file_mode() -> int:
-    """The mode a new file gets under the process's umask (0644 under 022, 0664 under 002).
-    Reading the umask means setting it, process-wide, so it is read once, at import."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-# mkstemp makes its files 0600 whatever the umask: a dataset in a shared project folder must
-# be readable by the colleagues and training jobs the umask lets read it.
-FILE_MODE = _file_mode()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto it only if the block succeeds; it gets the
-    mode any new file would (FILE_MODE). Its bytes are flushed to the disk before the rename:
-    after a node crash the name never points at bytes that did not reach it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(handle, FILE_MODE)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        flush_to_disk(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-
-
-def flush_to_disk(path: Path) -> None:
-    """fsync a file written and closed by someone else (h5py, pyarrow, PIL)."""
-    handle = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def open_h5(path: str | Path, what: str) -> h5py.File:
@@ -689,21 +647,6 @@ def read_model_hashes(path: Path) -> dict[str, str]:
 
 
 # --- the dataset and its card --------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_folder(path: Path) -> Iterator[Path]:
-    """A new empty folder beside `path` to build in, put in its place only if the block
-    succeeds: a reader sees the old folder or the whole new one."""
-    staging = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)  # a killed build's leftovers
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_card(path: Path, card: dict) -> None:

@@ -17,11 +17,11 @@ from digi2real.config import Config
 from digi2real.errors import ConfigError, DataError
 from digi2real.formats import Index
 from digi2real.layout import (
-    ffhq_image_files,
+    gallery_files,
     identity_folders,
-    is_image,
+    image_files,
     listed_identities,
-    natural_key,
+    subject_images,
 )
 from digi2real.planning import stable_seed
 
@@ -48,48 +48,45 @@ def select_identities(selection: dict, available: list[str]) -> list[str]:
     return chosen
 
 
-def image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and is_image(p.name)]
-    return sorted(files, key=lambda p: natural_key(p.stem))
-
-
-def index_digiface(config: Config) -> Index:
-    """The images of the selected identities, `digiface.max_images_per_identity` at most each."""
+def index_digiface(config: Config, folders: dict[str, str] | None = None) -> Index:
+    """The images of the selected identities, `digiface.max_images_per_identity` at most each;
+    `folders` (identity -> folder) is the root's listing when the workflow made one. Every
+    selected subject folder is checked to be a DigiFace one."""
     digiface = config["digiface"]
     root = Path(digiface["root"]).expanduser()
-    folders = identity_folders(root)
+    folders = folders if folders is not None else identity_folders(root)
     per_identity = digiface["max_images_per_identity"]
     index = Index([], [], [], str(root))
     for group, identity in enumerate(select_identities(digiface["selection"], list(folders))):
-        files = image_files(root / folders[identity])[:per_identity]
-        paths = [str(p.relative_to(root)) for p in files] or [folders[identity] + "/"]
+        names = subject_images(root, folders[identity])[:per_identity]
+        paths = [f"{folders[identity]}/{name}" for name in names] or [folders[identity] + "/"]
         index.group += [group] * len(paths)
         index.identity += [identity] * len(paths)
         index.path += paths
     return index
 
 
-def index_ffhq(config: Config) -> Index:
-    """All FFHQ images under `ffhq.root`, or a seeded subset of `ffhq.count`."""
+def index_ffhq(config: Config, files: list[str] | None = None) -> Index:
+    """All FFHQ images under `ffhq.root`, or a seeded subset of `ffhq.count`; `files` is the
+    root's listing when the workflow made one."""
     ffhq = config["ffhq"]
     root = Path(ffhq["root"]).expanduser()
-    files = ffhq_image_files(root)
-    if not files:
+    paths = files if files is not None else image_files(root)
+    if not paths:
         raise DataError(f"config key ffhq.root: {root} holds no images")
     count = ffhq["count"]
-    if count is not None and count < len(files):
+    if count is not None and count < len(paths):
         rng = np.random.default_rng(stable_seed("ffhq", ffhq["seed"]))
-        files = [files[i] for i in sorted(rng.choice(len(files), size=count, replace=False))]
-    paths = [str(p.relative_to(root)) for p in files]
-    return Index(list(range(len(paths))), [""] * len(paths), paths, str(root))
+        paths = [paths[i] for i in sorted(rng.choice(len(paths), size=count, replace=False))]
+    return Index(list(range(len(paths))), [""] * len(paths), list(paths), str(root))
 
 
-def index_gallery(config: Config) -> Index:
-    """Every image under `gallery.root`; its identity is the first folder of its path."""
+def index_gallery(config: Config, files: list[str] | None = None) -> Index:
+    """Every image under `gallery.root`, `<identity>/<image>`; `files` is the root's listing
+    when the workflow made one."""
     root = Path(config["gallery"]["root"]).expanduser()
-    files = ffhq_image_files(root, "gallery.root")
-    if not files:
+    paths = files if files is not None else gallery_files(root)
+    if not paths:
         raise DataError(f"config key gallery.root: {root} holds no images")
-    paths = [str(p.relative_to(root)) for p in files]
-    identities = [Path(path).parts[0] if len(Path(path).parts) > 1 else "" for path in paths]
-    return Index(list(range(len(paths))), identities, paths, str(root))
+    identities = [path.split("/")[0] for path in paths]
+    return Index(list(range(len(paths))), identities, list(paths), str(root))

@@ -1,14 +1,24 @@
-"""The input folders and how many shards a run has, from the resolved config alone.
+"""The input folders, checked against the layouts they must have, and how many shards a run
+has, from the resolved config and one listing of each folder.
 
 Standard library only: the workflow imports this at parse time, in whatever Python runs
 Snakemake, so the DAG is static and `snakemake -n` shows the whole run before anything has been
 computed. The indexing stages use the same functions, so the dry run and the run count alike.
+
+A cluster's metadata server is spared: the workflow's main process lists each input folder
+once (`InputFolders`), writes what it found to `<results>/inputs/<dataset>.txt`, which the
+index jobs read instead of listing the folder again, and hands the counts to every job in the
+environment (`DIGI2REAL_INPUT_COUNTS`), where Snakemake's parse of the workflow in each job
+would otherwise list the folders again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import re
 from collections.abc import Collection
 from pathlib import Path
 
@@ -16,6 +26,13 @@ from digi2real.errors import ConfigError, DataError
 
 # The one list of image suffixes, compared case-insensitively (FFHQ as .JPG counts too).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+# A DigiFace-1M subject folder holds its renders as <k>.png, k from 0.
+SUBJECT_IMAGE = re.compile(r"^\d+\.png$", re.IGNORECASE)
+# Subject folders checked, per part, before a single job runs (all of the selected ones are
+# checked by index_digiface, which lists them anyway).
+SUBJECTS_CHECKED_PER_PART = 3
+LISTINGS = ("digiface", "ffhq", "gallery")
+COUNTS_VARIABLE = "DIGI2REAL_INPUT_COUNTS"
 
 
 def is_image(name: str) -> bool:
@@ -26,22 +43,72 @@ def natural_key(name: str) -> tuple[int, int | str]:
     return (0, int(name)) if name.isdigit() else (1, name)
 
 
+def _entries(folder: Path) -> tuple[list[str], list[str]]:
+    """The names of the folders and of the files in `folder`, one listing."""
+    folders, files = [], []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            (folders if entry.is_dir() else files).append(entry.name)
+    return folders, files
+
+
+def _check_root(root: Path, key: str) -> None:
+    """A root that is a folder; a zip gets told to unzip it first."""
+    if root.is_dir():
+        return
+    if root.suffix.lower() == ".zip" and root.is_file():
+        raise DataError(
+            f"config key {key}: {root} is a zip archive: unzip it (unzip {root.name} -d "
+            f"{root.parent}) and point {key} at the folder it unpacks into"
+        )
+    raise DataError(f"config key {key}: {root} is not a folder")
+
+
+def _zips_hint(files: list[str]) -> str:
+    zips = sorted(name for name in files if name.lower().endswith(".zip"))
+    if not zips:
+        return ""
+    return f"; it holds {len(zips)} zip files ({zips[0]}, ...): unzip them there first"
+
+
+def _describe(files: list[str]) -> str:
+    """`24 .jpg files`, `3 .png files and 1 .txt file`: what a folder holds, by suffix."""
+    suffixes: dict[str, int] = {}
+    for name in files:
+        suffix = os.path.splitext(name)[1].lower() or "(no suffix)"
+        suffixes[suffix] = suffixes.get(suffix, 0) + 1
+    parts = [f"{n} {s} file{'s' * (n != 1)}" for s, n in sorted(suffixes.items())]
+    return " and ".join(parts) or "nothing"
+
+
+# --- DigiFace-1M ----------------------------------------------------------------------------
+
+
 def identity_folders(root: Path) -> dict[str, str]:
     """DigiFace subject id -> its folder relative to `root`, in numeric order of the ids.
 
-    `root` holds the subject folders, or the unpacked part folders of DigiFace-1M's zips side by
-    side (`subjects_0-1999_72_imgs/`, ...): a part is a folder holding folders and no image.
-    The identity is the subject folder's name, whichever part it is in; a name found in two
-    parts is an error naming both.
+    `root` holds the subject folders (named by number), or the unpacked part folders of
+    DigiFace-1M's zips side by side (`subjects_0-1999_72_imgs/`, ...), which hold only subject
+    folders. Anything else is an error naming `digiface.root` and what was found there: a
+    privacy pipeline must not take a folder of real faces for synthetic identities. The first
+    few subject folders of each part are checked to hold DigiFace's `<k>.png` renders
+    (`subject_images`); index_digiface checks every selected one.
     """
-    if not root.is_dir():
-        raise DataError(f"config key digiface.root: {root} is not a folder")
+    _check_root(root, "digiface.root")
+    folders, files = _entries(root)
+    images = [name for name in files if is_image(name)]
+    if images:
+        raise DataError(
+            f"config key digiface.root: {root} holds {_describe(images)} itself: point it at "
+            "the folder holding the subject folders (or the unpacked part folders)"
+        )
     found: dict[str, str] = {}
-    for name in _subfolders(root):
-        # Subject folders are named by number; only other names can be parts, so a root of
-        # 100,000 subjects is listed without opening each of them.
-        members = [] if name.isdigit() else _part_members(root / name)
-        for identity, relative in members or [(name, name)]:
+    subjects = sorted((name for name in folders if name.isdigit()), key=natural_key)
+    for name in subjects[:SUBJECTS_CHECKED_PER_PART]:
+        subject_images(root, name)
+    for name in sorted(folders, key=natural_key):
+        members = [(name, name)] if name.isdigit() else _part_members(root, name)
+        for identity, relative in members:
             if identity in found:
                 raise DataError(
                     f"config key digiface.root: identity {identity} is in both "
@@ -49,22 +116,54 @@ def identity_folders(root: Path) -> dict[str, str]:
                 )
             found[identity] = relative
     if not found:
-        raise DataError(f"config key digiface.root: {root} holds no identity folders")
+        raise DataError(
+            f"config key digiface.root: {root} holds no DigiFace subject or part folder"
+            f"{_zips_hint(files)}"
+        )
     return {identity: found[identity] for identity in sorted(found, key=natural_key)}
 
 
-def _subfolders(folder: Path) -> list[str]:
-    with os.scandir(folder) as entries:
-        return [entry.name for entry in entries if entry.is_dir()]
+def _part_members(root: Path, part: str) -> list[tuple[str, str]]:
+    """The subject folders of a part folder, the first few of them checked."""
+    folders, files = _entries(root / part)
+    images = [name for name in files if is_image(name)]
+    if images:
+        raise DataError(
+            f"config key digiface.root: {part}/ holds {_describe(images)}: not a DigiFace "
+            "subject folder (their names are numbers) nor a part folder (it holds only "
+            "subject folders)"
+        )
+    others = sorted(name for name in folders if not name.isdigit())
+    if others:
+        below = root / part
+        hint = (
+            f"; is digiface.root one folder too high? point it at {below}"
+            if all(not name.isdigit() for name in folders)
+            else ""
+        )
+        raise DataError(
+            f"config key digiface.root: {part}/ holds {others[0]}/, which is not a DigiFace "
+            f"subject folder (their names are numbers): not a DigiFace part folder{hint}"
+        )
+    subjects = sorted(folders, key=natural_key)
+    for name in subjects[:SUBJECTS_CHECKED_PER_PART]:
+        subject_images(root, f"{part}/{name}")
+    return [(name, f"{part}/{name}") for name in subjects]
 
 
-def _part_members(folder: Path) -> list[tuple[str, str]]:
-    """The subject folders of a part folder; empty when `folder` is a subject itself."""
-    with os.scandir(folder) as entries:
-        listed = list(entries)
-    if any(entry.is_file() and is_image(entry.name) for entry in listed):
-        return []
-    return [(e.name, f"{folder.name}/{e.name}") for e in listed if e.is_dir()]
+def subject_images(root: Path, relative: str) -> list[str]:
+    """The `<k>.png` renders of a DigiFace subject folder, in numeric order; an error naming
+    `digiface.root` when the folder does not look like one."""
+    folders, files = _entries(root / relative)
+    images = [name for name in files if is_image(name)]
+    strangers = [name for name in images if not SUBJECT_IMAGE.match(name)]
+    if strangers or folders:
+        what = _describe(strangers) if strangers else f"the folder {sorted(folders)[0]}/"
+        raise DataError(
+            f"config key digiface.root: {relative}/ holds {what}: not a DigiFace subject "
+            "folder (only renders named <k>.png)"
+        )
+    return sorted(images, key=lambda name: int(name.split(".")[0]))
 
 
 def listed_identities(list_file: Path, available: Collection[str] | None = None) -> list[str]:
@@ -82,7 +181,107 @@ def listed_identities(list_file: Path, available: Collection[str] | None = None)
     return wanted
 
 
-def count_selected_identities(config: dict) -> int:
+# --- FFHQ and the gallery ---------------------------------------------------------------------
+
+
+def image_files(root: Path, key: str = "ffhq.root") -> list[str]:
+    """Every image under `root` (FFHQ's, in any folder layout), as paths relative to it, in
+    sorted order; an error naming `key` when there is none."""
+    _check_root(root, key)
+    files = []
+    top_files: list[str] = []
+    for folder, _, names in os.walk(root):
+        relative = os.path.relpath(folder, root)
+        if relative == ".":
+            top_files = names
+        files += [name if relative == "." else f"{relative}/{name}" for name in names]
+    images = sorted(name for name in files if is_image(name))
+    if not images:
+        raise DataError(f"config key {key}: {root} holds no images{_zips_hint(top_files)}")
+    return images
+
+
+def gallery_files(root: Path) -> list[str]:
+    """The gallery's images, each `<identity>/<image>`, in sorted order; anything else (an
+    image at the top, a folder inside an identity folder) is an error naming gallery.root."""
+    images = image_files(root, "gallery.root")
+    loose = [path for path in images if "/" not in path]
+    if loose:
+        raise DataError(
+            f"config key gallery.root: {root} holds {len(loose)} images at its top level "
+            f"(e.g. {loose[0]}): expected one folder per identity, <identity>/<image>"
+        )
+    nested = [path for path in images if path.count("/") > 1]
+    if nested:
+        identity = nested[0].split("/")[0]
+        raise DataError(
+            f"config key gallery.root: {nested[0]} lies in a folder inside the identity folder "
+            f"{identity}/: expected <identity>/<image>; is gallery.root one folder too high? "
+            f"point it at {root / identity}"
+        )
+    return images
+
+
+# --- one listing of each folder per run ---------------------------------------------------
+
+
+class InputFolders:
+    """The input folders of a resolved config, each listed at most once, when first needed."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self._listed: dict[str, object] = {}
+
+    def root(self, dataset: str) -> Path:
+        return Path(self.config[dataset]["root"]).expanduser()
+
+    def digiface(self) -> dict[str, str]:
+        if "digiface" not in self._listed:
+            self._listed["digiface"] = identity_folders(self.root("digiface"))
+        return self._listed["digiface"]  # type: ignore[return-value]
+
+    def ffhq(self) -> list[str]:
+        if "ffhq" not in self._listed:
+            self._listed["ffhq"] = image_files(self.root("ffhq"))
+        return self._listed["ffhq"]  # type: ignore[return-value]
+
+    def gallery(self) -> list[str]:
+        if "gallery" not in self._listed:
+            self._listed["gallery"] = gallery_files(self.root("gallery"))
+        return self._listed["gallery"]  # type: ignore[return-value]
+
+    def listed(self) -> dict[str, str]:
+        """What was listed so far, as the text of each dataset's listing file."""
+        texts = {}
+        for dataset, listing in self._listed.items():
+            if dataset == "digiface":
+                lines = [f"{identity}\t{folder}" for identity, folder in listing.items()]
+            else:
+                lines = list(listing)
+            texts[dataset] = "".join(f"{line}\n" for line in lines)
+        return texts
+
+
+def listing_path(results: str | Path, dataset: str) -> Path:
+    return Path(results) / "inputs" / f"{dataset}.txt"
+
+
+def read_listing(path: Path, dataset: str) -> dict[str, str] | list[str]:
+    """A listing file as `InputFolders` gives it: DigiFace's identity folders, or the images
+    of FFHQ and the gallery."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the listing of {dataset}.root: {error}") from None
+    if dataset == "digiface":
+        pairs = [line.split("\t", 1) for line in lines]
+        if any(len(pair) != 2 for pair in pairs):
+            raise DataError(f"{path}: not a listing of digiface.root (identity<TAB>folder)")
+        return dict(pairs)  # type: ignore[arg-type]
+    return lines
+
+
+def count_selected_identities(config: dict, folders: InputFolders | None = None) -> int:
     """How many identities the resolved config selects; lists the root only when it must."""
     selection = config["digiface"]["selection"]
     if selection["mode"] == "random":
@@ -92,33 +291,60 @@ def count_selected_identities(config: dict) -> int:
     if selection["count"] is not None:
         # Known without listing a folder of 100,000 subjects; shards past the end are empty.
         return int(selection["count"])
-    available = len(identity_folders(Path(config["digiface"]["root"])))
+    available = len((folders or InputFolders(config)).digiface())
     return max(0, available - int(selection["start"]))
 
 
-def ffhq_image_files(root: Path, key: str = "ffhq.root") -> list[Path]:
-    """Every image under the FFHQ root (or the gallery's, config `key`), in sorted order of the
-    relative path."""
-    if not root.is_dir():
-        raise DataError(f"config key {key}: {root} is not a folder")
-    files = [
-        Path(folder, name) for folder, _, names in os.walk(root) for name in names if is_image(name)
-    ]
-    return sorted(files, key=lambda path: str(path.relative_to(root)))
-
-
-def count_ffhq_images(config: dict) -> int:
+def count_ffhq_images(config: dict, folders: InputFolders | None = None) -> int:
     count = config["ffhq"]["count"]
     if count is not None:
         # As for the DigiFace selection: known without listing 70,000 files.
         return int(count)
-    return len(ffhq_image_files(Path(config["ffhq"]["root"])))
+    return len((folders or InputFolders(config)).ffhq())
 
 
-def count_gallery_images(config: dict) -> int:
+def count_gallery_images(config: dict, folders: InputFolders | None = None) -> int:
     """Images of the real-face gallery; 0 when `gallery.root` is null."""
-    root = config["gallery"]["root"]
-    return 0 if root is None else len(ffhq_image_files(Path(root).expanduser(), "gallery.root"))
+    if config["gallery"]["root"] is None:
+        return 0
+    return len((folders or InputFolders(config)).gallery())
+
+
+def counts_fingerprint(config: dict) -> str:
+    """What the counts depend on: the roots and how much of each is selected."""
+    keys = {
+        "digiface": {k: config["digiface"][k] for k in ("root", "selection")},
+        "ffhq": {k: config["ffhq"][k] for k in ("root", "count")},
+        "gallery": config["gallery"]["root"],
+    }
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def input_counts(config: dict, folders: InputFolders | None = None) -> dict[str, int]:
+    """The counts the workflow's shard lists follow from, listing each folder at most once."""
+    folders = folders or InputFolders(config)
+    return {
+        "digiface": count_selected_identities(config, folders),
+        "ffhq": count_ffhq_images(config, folders),
+        "gallery": count_gallery_images(config, folders),
+    }
+
+
+def hand_counts_to_jobs(config: dict, counts: dict[str, int]) -> None:
+    """Put the counts in this process's environment, which every job inherits (locally, and
+    through sbatch's --export=ALL)."""
+    os.environ[COUNTS_VARIABLE] = json.dumps({"fingerprint": counts_fingerprint(config), **counts})
+
+
+def handed_counts(config: dict) -> dict[str, int] | None:
+    """The counts the workflow's main process handed to the jobs for this config, if any."""
+    try:
+        handed = json.loads(os.environ.get(COUNTS_VARIABLE) or "{}")
+        if handed.get("fingerprint") == counts_fingerprint(config):
+            return {dataset: int(handed[dataset]) for dataset in LISTINGS}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
 
 
 def n_shards(items: int, per_shard: int) -> int:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from digi2real.atomic import atomic_path
 from digi2real.errors import DataError
-from digi2real.formats import ArchivedImage, atomic_path
+from digi2real.formats import ArchivedImage
 
 TILE = 112  # pixels of one face in the image grids
 LABEL = 14  # pixels of the label strip under a tile

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from digi2real import layout, models
 from digi2real.config import FACE_SECTIONS, Config, resolve_path
-from digi2real.errors import ConfigError, DataError
+from digi2real.errors import ConfigError
 
 
 def built_by_the_demo(config: Config, path: Path) -> bool:
@@ -22,9 +22,11 @@ def built_by_the_demo(config: Config, path: Path) -> bool:
     return demo in (path.absolute(), *path.absolute().parents)
 
 
-def preflight(config: Config) -> list[str]:
+def preflight(config: Config, folders: layout.InputFolders | None = None) -> list[str]:
     """Raise the first problem of a resolved config; return what a person should see (the
-    counts found where the config says "all")."""
+    counts found where the config says "all"). Each input folder is listed once, in
+    `folders`, which the workflow then reuses."""
+    folders = folders or layout.InputFolders(config)
     needed = [*models.GENERATION_MODELS, models.ARCFACE]
     if any(not config[section]["face"]["prealigned"] for section in FACE_SECTIONS):
         needed.append(models.DETECTOR)
@@ -37,23 +39,22 @@ def preflight(config: Config) -> list[str]:
         if path is not None and not built_by_the_demo(config, path):
             models.model_path(config, spec)
     said = []
-    digiface_root = Path(config["digiface"]["root"]).expanduser()
+    digiface_root = folders.root("digiface")
     if not built_by_the_demo(config, digiface_root):
-        said.append(_check_selection(config["digiface"]["selection"], digiface_root))
-    ffhq_root = Path(config["ffhq"]["root"]).expanduser()
+        available = folders.digiface()
+        said.append(_check_selection(config["digiface"]["selection"], digiface_root, available))
+    ffhq_root = folders.root("ffhq")
     if not built_by_the_demo(config, ffhq_root):
-        said.append(_check_ffhq(config["ffhq"]["count"], ffhq_root))
-    if config["gallery"]["root"] is not None:
-        gallery_root = Path(config["gallery"]["root"]).expanduser()
-        found = len(layout.ffhq_image_files(gallery_root, "gallery.root"))
-        if found == 0:
-            raise DataError(f"config key gallery.root: {gallery_root} holds no images")
-        said.append(f"gallery: all {found} images under {gallery_root}")
+        said.append(_check_ffhq(config["ffhq"]["count"], ffhq_root, len(folders.ffhq())))
+    if config["gallery"]["root"] is not None and not built_by_the_demo(
+        config, folders.root("gallery")
+    ):
+        found = len(folders.gallery())
+        said.append(f"gallery: all {found} images under {folders.root('gallery')}")
     return said
 
 
-def _check_selection(selection: dict, root: Path) -> str:
-    available = layout.identity_folders(root)
+def _check_selection(selection: dict, root: Path, available: dict[str, str]) -> str:
     mode, count = selection["mode"], selection["count"]
     if mode == "list":
         list_file = Path(selection["file"]).expanduser()
@@ -83,10 +84,7 @@ def _check_selection(selection: dict, root: Path) -> str:
     return f"digiface: {count} identities under {root} from number {start} on"
 
 
-def _check_ffhq(count: int | None, root: Path) -> str:
-    found = len(layout.ffhq_image_files(root))
-    if found == 0:
-        raise DataError(f"config key ffhq.root: {root} holds no images")
+def _check_ffhq(count: int | None, root: Path, found: int) -> str:
     if count is None:
         return f"ffhq: all {found} images under {root}"
     if count > found:

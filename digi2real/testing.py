@@ -6,7 +6,8 @@ commit), DIGI2REAL_FAIL_ONCE_DIR (each shard fails once, leaving a marker file t
 DIGI2REAL_KILL_AFTER_IMAGES (SIGKILL after that many images written) and
 DIGI2REAL_KILL_AFTER_PACKED (SIGKILL after that many images packed into the shard's archive, the
 archive half written) and DIGI2REAL_WAIT_AFTER_BATCHES (after that many batches generated, wait
-for a stop request before the next: a test then signals the job at a known point); and, for the
+for a stop request before the next: a test then signals the job at a known point; with
+DIGI2REAL_WAIT_ONCE_DIR, only a shard's first job waits, leaving a marker there); and, for the
 benchmarks, DIGI2REAL_FORCE_DETECTIONS=1 (a face pipeline takes the template's five points where
 its detector finds no face). Nothing else reads them.
 """
@@ -34,6 +35,7 @@ class Faults:
         self.kill_after = int(os.environ.get("DIGI2REAL_KILL_AFTER_IMAGES", "0") or 0)
         self.kill_after_packed = int(os.environ.get("DIGI2REAL_KILL_AFTER_PACKED", "0") or 0)
         self.wait_after_batches = int(os.environ.get("DIGI2REAL_WAIT_AFTER_BATCHES", "0") or 0)
+        self.wait_once_dir = os.environ.get("DIGI2REAL_WAIT_ONCE_DIR")
         self.written = 0
         self.packed = 0
         self.batches = 0
@@ -51,6 +53,12 @@ class Faults:
     def batch_generated(self, should_stop: Callable[[], bool], timeout: float = 600) -> None:
         self.batches += 1
         if self.wait_after_batches and self.batches == self.wait_after_batches:
+            if self.wait_once_dir:
+                marker = Path(self.wait_once_dir) / f"wait-shard-{self.shard}"
+                if marker.exists():
+                    return
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
             deadline = time.monotonic() + timeout
             while not should_stop() and time.monotonic() < deadline:
                 time.sleep(0.05)

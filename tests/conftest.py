@@ -11,6 +11,14 @@ from digi2real.demo import build_demo_assets
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """The SLURM tests last. Their cluster leaves `scontrol` installed, and once they take the
+    cluster down, every snakemake command after them waits 9 s for it: the SLURM executor
+    plugin, which snakemake imports whatever the executor, asks `scontrol show config` for the
+    cluster's MinJobAge at import, with a 10 s timeout (plugin 2.8)."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")

@@ -2,6 +2,7 @@
 and the quality filter's order of reasons. Small folders and tables written here."""
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -100,11 +101,78 @@ def test_an_identity_in_two_parts_is_an_error_naming_both(tmp_path):
     assert str(tmp_path / "part_b/7") in str(error.value)
 
 
-def test_a_named_identity_folder_with_images_is_not_a_part(tmp_path):
+# --- a DigiFace root that is not one: refused before a single job runs ---------------------
+
+
+def refused(root, message: str) -> None:
+    """`identity_folders` refuses `root` with one line naming digiface.root and `message`."""
+    with pytest.raises(DataError, match="config key digiface.root: ") as error:
+        layout.identity_folders(root)
+    assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+def test_a_root_one_folder_too_high_is_refused_naming_the_folder_to_point_at(tmp_path):
+    """The folder that holds DigiFace-1M/ beside a folder of FFHQ's real faces: its parts would
+    be taken for identities, and the real faces for a synthetic one."""
+    for identity in ("0", "1"):
+        image(tmp_path / "DigiFace-1M/subjects_0-1999_72_imgs" / identity / "0.png")
+    for k in range(24):
+        image(tmp_path / "ffhq/00000" / f"{k:05d}.jpg")
+    refused(
+        tmp_path,
+        "DigiFace-1M/ holds subjects_0-1999_72_imgs/, which is not a DigiFace subject folder "
+        "(their names are numbers): not a DigiFace part folder; is digiface.root one folder "
+        f"too high? point it at {tmp_path / 'DigiFace-1M'}",
+    )
+    shutil.rmtree(tmp_path / "DigiFace-1M")
+    refused(tmp_path, "ffhq/00000/ holds 24 .jpg files: not a DigiFace subject folder")
+
+
+def test_the_demo_folder_is_not_a_digiface_root(demo_root):
+    """`root: demo` (models/, ffhq/ and digiface/ side by side) would make them identities."""
+    refused(demo_root, "not a DigiFace part folder")
+
+
+def test_a_subject_folder_holds_numbered_pngs_only(tmp_path):
+    image(tmp_path / "0" / "0.png")
+    image(tmp_path / "1" / "0.png")
+    image(tmp_path / "1" / "face.png")
+    refused(tmp_path, "1/ holds 1 .png file: not a DigiFace subject folder")
+    (tmp_path / "1" / "face.png").unlink()
+    (tmp_path / "1" / "extra").mkdir()
+    refused(tmp_path, "1/ holds the folder extra/: not a DigiFace subject folder")
+
+
+def test_folders_named_otherwise_holding_images_are_neither_subjects_nor_parts(tmp_path):
     image(tmp_path / "alice" / "0.png")
-    (tmp_path / "alice" / "extra").mkdir()  # a stray subfolder does not make it a part
     image(tmp_path / "bob" / "0.jpg")
-    assert layout.identity_folders(tmp_path) == {"alice": "alice", "bob": "bob"}
+    refused(tmp_path, "alice/ holds 1 .png file: not a DigiFace subject folder")
+
+
+def test_images_in_the_root_itself_are_refused(tmp_path):
+    for k in range(3):
+        image(tmp_path / f"{k}.png")
+    refused(tmp_path, "holds 3 .png files itself")
+
+
+def test_a_zip_is_refused_with_the_command_that_unpacks_it(tmp_path):
+    archive = tmp_path / "subjects_0-1999_72_imgs.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))
+    refused(archive, f"is a zip archive: unzip it (unzip {archive.name} -d {tmp_path})")
+    refused(tmp_path, "it holds 1 zip files (subjects_0-1999_72_imgs.zip, ...): unzip them")
+    with pytest.raises(DataError, match="config key ffhq.root: .* is a zip archive: unzip it"):
+        layout.image_files(archive, "ffhq.root")
+
+
+def test_the_index_checks_every_selected_subject_folder(tmp_path):
+    """The dry run checks the first few subject folders of each part; the index job checks
+    every one it selects, as it lists them."""
+    for identity in range(6):
+        image(tmp_path / str(identity) / "0.png")
+    image(tmp_path / "5" / "other.jpg")
+    assert len(layout.identity_folders(tmp_path)) == 6
+    with pytest.raises(DataError, match="config key digiface.root: 5/ holds 1 .jpg file"):
+        index_digiface(resolved(digiface={"root": str(tmp_path)}))
 
 
 def test_an_empty_identity_folder_is_indexed_not_dropped(tmp_path):
@@ -177,16 +245,30 @@ def test_merge_accounts_for_every_indexed_row(tmp_path):
 
 
 def test_the_gallery_indexes_every_image_with_its_identity_folder(tmp_path):
-    for path in ("0000045/001.jpg", "0000045/002.JPG", "0000099/a/001.png", "loose.png"):
+    for path in ("0000045/001.jpg", "0000045/002.JPG", "0000099/001.png"):
         image(tmp_path / path)
     (tmp_path / "0000045/notes.txt").write_text("not an image")
     config = resolved(gallery={"root": str(tmp_path)})
     index = index_gallery(config)
-    assert index.path == ["0000045/001.jpg", "0000045/002.JPG", "0000099/a/001.png", "loose.png"]
-    assert index.identity == ["0000045", "0000045", "0000099", ""]
-    assert index.group == [0, 1, 2, 3]
-    assert layout.count_gallery_images(config) == 4
+    assert index.path == ["0000045/001.jpg", "0000045/002.JPG", "0000099/001.png"]
+    assert index.identity == ["0000045", "0000045", "0000099"]
+    assert index.group == [0, 1, 2]
+    assert layout.count_gallery_images(config) == 3
     assert layout.count_gallery_images(resolved()) == 0  # no gallery: none
+
+
+def test_a_gallery_not_laid_out_by_identity_is_refused(tmp_path):
+    image(tmp_path / "CASIA-WebFace/0000045/001.jpg")
+    with pytest.raises(DataError) as error:
+        index_gallery(resolved(gallery={"root": str(tmp_path)}))
+    assert str(error.value) == (
+        f"config key gallery.root: CASIA-WebFace/0000045/001.jpg lies in a folder inside the "
+        f"identity folder CASIA-WebFace/: expected <identity>/<image>; is gallery.root one "
+        f"folder too high? point it at {tmp_path / 'CASIA-WebFace'}"
+    )
+    image(tmp_path / "loose.png")
+    with pytest.raises(DataError, match=r"holds 1 images at its top level \(e.g. loose.png\)"):
+        index_gallery(resolved(gallery={"root": str(tmp_path)}))
 
 
 def test_a_missing_or_empty_gallery_is_an_error_naming_its_key(tmp_path):

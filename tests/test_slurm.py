@@ -45,9 +45,6 @@ pytestmark = pytest.mark.slurm
 # The demo (demo.yaml, 17 jobs, demo_assets included) with quick generation: a shard takes
 # about 10 s of job time instead of 30. Everything else is the demo's.
 FAST = {"generation.height": 64, "generation.width": 64, "generation.steps": 4}
-# The demo's own generation settings: each batch of 4 images takes seconds, long enough to
-# catch a shard between its first image and its last.
-SLOW = {"generation.height": 128, "generation.width": 128, "generation.steps": 25}
 SHARDS = ("0", "1")
 JOBS_OF_THE_DEMO = {
     ("demo_assets", ""),
@@ -438,15 +435,18 @@ def rerun_scenario(local: Invocation, profile: Path, workdir: Path) -> Rerun:
 
 
 def preemption_scenario(local: Invocation, profile: Path, base: Path) -> Preemption:
-    """Generation shard 0 alone, with the demo's slower generation settings: through SLURM,
-    where it gets SIGTERM once it has written an image, and locally, uninterrupted."""
+    """Generation shard 0 alone: through SLURM, where it gets SIGTERM once it has written an
+    image, and locally, uninterrupted, on one core (the SLURM job has 2)."""
     target = "results/shards/0/manifest.parquet"
     workdir = copy_run(local.workdir, base / "slurm")
     reference = copy_run(local.workdir, base / "local")
-    for folder in (workdir, reference):
-        write_config(folder, **SLOW)  # only generation's settings change: the plan stays
+    # The job's first attempt waits after its first batch until it is signalled: the signal
+    # lands mid-shard however fast the machine.
+    wait = job_environment(
+        DIGI2REAL_WAIT_AFTER_BATCHES="1", DIGI2REAL_WAIT_ONCE_DIR=str(base / "waited")
+    )
     # After `--`: options such as --resources would take the target as one of their values.
-    slurm = Background(workdir, *slurm_args(profile), "--", target)
+    slurm = Background(workdir, *slurm_args(profile), "--", target, env=wait)
     uninterrupted = Background(reference, "--cores", "1", "--", target)
     try:
         raw = workdir / "results/shards/0/raw"

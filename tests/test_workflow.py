@@ -131,12 +131,23 @@ def zoo(demo_root, tmp_path_factory):
     return make_zoo(demo_root, tmp_path_factory.mktemp("zoo"))
 
 
+def watching_listings(log: Path, *folders: Path) -> dict[str, str]:
+    """The environment under which every Python process of a run logs each listing it makes of
+    a folder under `folders` to `log` (tests/listings/sitecustomize.py)."""
+    path = os.pathsep.join(
+        filter(None, [str(REPO / "tests/listings"), os.environ.get("PYTHONPATH")])
+    )
+    watched = os.pathsep.join(str(folder.resolve()) for folder in folders)
+    return {"PYTHONPATH": path, "DIGI2REAL_LISTINGS": str(log), "DIGI2REAL_WATCHED": watched}
+
+
 @pytest.fixture(scope="module")
 def run(demo_root, zoo, tmp_path_factory) -> Path:
-    """One complete, uninterrupted run: the reference the other tests compare with."""
+    """One complete, uninterrupted run: the reference the other tests compare with. Every
+    listing of an input folder it made is in listings.log beside it."""
     workdir = tmp_path_factory.mktemp("run")
     configure(workdir, demo_root, *zoo)
-    snakemake(workdir)
+    snakemake(workdir, env=watching_listings(workdir.parent / "listings.log", *zoo))
     return workdir
 
 
@@ -170,6 +181,29 @@ def read_table(path: Path) -> list[dict]:
 
 
 # --- contracts --------------------------------------------------------------------------
+
+
+def test_each_input_folder_is_listed_once_per_run(run, zoo):
+    """A cluster's metadata server is spared: snakemake's main process lists each input folder
+    once and hands the jobs what they need (the listing to the index jobs, the counts to the
+    others, whose own parse of the workflow lists nothing). DigiFace's subject folders are
+    listed by the index job, and the first few also by the dry run's check of the layout."""
+    from digi2real.layout import SUBJECTS_CHECKED_PER_PART
+
+    digiface, ffhq = (folder.resolve() for folder in zoo)
+    lines = (run.parent / "listings.log").read_text().splitlines()
+    listings: dict[str, int] = {}
+    for line in lines:
+        folder = line.split("\t")[1]
+        listings[folder] = listings.get(folder, 0) + 1
+    ffhq_folders = [str(ffhq), *(str(p) for p in ffhq.rglob("*") if p.is_dir())]
+    assert {folder: listings.get(folder, 0) for folder in ffhq_folders} == dict.fromkeys(
+        ffhq_folders, 1
+    )
+    assert listings[str(digiface)] == 1
+    subjects = {str(digiface / str(k)): listings.get(str(digiface / str(k)), 0) for k in range(10)}
+    checked_twice = [folder for folder, count in subjects.items() if count == 2]
+    assert set(subjects.values()) <= {1, 2} and len(checked_twice) <= SUBJECTS_CHECKED_PER_PART
 
 
 def test_every_output_file_is_as_readable_as_the_umask_says(run):

@@ -15,8 +15,8 @@ def run(config: Config, results: Path, manifest: Path, out: Path) -> None:
     built aside and renamed into place."""
     import pyarrow.parquet as pq
 
+    from digi2real.atomic import atomic_folder
     from digi2real.exports import labelled_samples, write_recordio
-    from digi2real.formats import atomic_folder
     from digi2real.progress import log
 
     identities, samples = labelled_samples(pq.read_table(manifest), results)

@@ -9,11 +9,15 @@ from digi2real.config import Config
 CONFIG_KEYS = ["digiface.root", "digiface.selection", "digiface.max_images_per_identity"]
 
 
-def run(config: Config, out: Path) -> None:
+def run(config: Config, out: Path, listing: Path | None = None) -> None:
+    """The index into `out`; from `listing`, the root's listing the workflow's main process
+    wrote (digi2real.layout), instead of listing the root again, when given."""
     from digi2real.formats import write_index
     from digi2real.indexing import index_digiface
+    from digi2real.layout import read_listing
     from digi2real.progress import log
 
-    index = index_digiface(config)
+    listed = None if listing is None else read_listing(listing, "digiface")
+    index = index_digiface(config, listed)
     write_index(out, index)
     log.info("index digiface: %d identities, %d rows", len(set(index.identity)), len(index))

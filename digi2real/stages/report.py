@@ -129,7 +129,7 @@ def write_certificate_table(headline: dict, path: Path) -> None:
     import csv
     import io
 
-    from digi2real.formats import atomic_path
+    from digi2real.atomic import atomic_path
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -12,6 +12,7 @@ sys.path.insert(
 from snakemake.exceptions import WorkflowError
 
 from digi2real import layout
+from digi2real.atomic import write_text_if_changed
 from digi2real.preflight import built_by_the_demo, preflight
 from digi2real.config import config_slice, read_config_file, resolve_config, stage_keys
 from digi2real.errors import Digi2RealError
@@ -65,13 +66,26 @@ else:
         f"set -euo pipefail; export PATH={os.path.dirname(sys.executable)}:$PATH; {PACKAGE_PATH}"
     )
 
-try:  # a missing path is said here, in the dry run, not in a job on the cluster
-    if workflow.is_main_process:  # not again in every job
-        for line in preflight(config):
+
+def results(path):
+    return f"{RESULTS}/{path}"
+
+
+# Each input folder is listed once per run, in the main process: the preflight (a missing path
+# is said here, in the dry run, not in a job on the cluster) and the shard counts share that
+# listing; it is written to <results>/inputs/ for the index jobs, and the counts go to every
+# job in the environment. A job's own parse of this file lists nothing (digi2real/layout.py).
+try:
+    if workflow.is_main_process:
+        INPUT_FOLDERS = layout.InputFolders(config)
+        for line in preflight(config, INPUT_FOLDERS):
             print(line, file=sys.stderr)
-    DIGIFACE_IDENTITIES = layout.count_selected_identities(config)
-    FFHQ_IMAGES = layout.count_ffhq_images(config)
-    GALLERY_IMAGES = layout.count_gallery_images(config)
+        INPUT_COUNTS = layout.input_counts(config, INPUT_FOLDERS)
+        for dataset, text in INPUT_FOLDERS.listed().items():
+            write_text_if_changed(layout.listing_path(RESULTS, dataset), text)
+        layout.hand_counts_to_jobs(config, INPUT_COUNTS)
+    else:
+        INPUT_COUNTS = layout.handed_counts(config) or layout.input_counts(config)
 except (Digi2RealError, OSError) as error:
     raise WorkflowError(str(error)) from None
 EMBED_SHARD_SIZE = {
@@ -80,19 +94,26 @@ EMBED_SHARD_SIZE = {
     "gallery": config["gallery"]["images_per_embed_shard"],
 }
 EMBED_SHARDS = {
-    "digiface": range(
-        layout.n_shards(DIGIFACE_IDENTITIES, EMBED_SHARD_SIZE["digiface"])
-    ),
-    "ffhq": range(layout.n_shards(FFHQ_IMAGES, EMBED_SHARD_SIZE["ffhq"])),
-    "gallery": range(layout.n_shards(GALLERY_IMAGES, EMBED_SHARD_SIZE["gallery"])),
+    dataset: range(layout.n_shards(INPUT_COUNTS[dataset], EMBED_SHARD_SIZE[dataset]))
+    for dataset in EMBED_SHARD_SIZE
 }
 GENERATION_SHARDS = range(
-    layout.n_shards(DIGIFACE_IDENTITIES, config["plan"]["identities_per_shard"])
+    layout.n_shards(INPUT_COUNTS["digiface"], config["plan"]["identities_per_shard"])
 )
 
 
-def results(path):
-    return f"{RESULTS}/{path}"
+def listing(dataset):
+    """The listing of `<dataset>.root` the main process wrote, as an input of its index rule
+    (a root the demo builds is listed by its index job); a new or removed image reruns it.
+    """
+
+    def listing_of_the_root(wildcards):
+        root = config[dataset]["root"]
+        if root is None or built_by_the_demo(config, Path(root).expanduser()):
+            return []
+        return str(layout.listing_path(RESULTS, dataset))
+
+    return listing_of_the_root
 
 
 def settings(stage, **wildcards):

@@ -17,7 +17,8 @@ rule demo_assets:
 
 rule index_digiface:
     input:
-        demo_assets,
+        demo=demo_assets,
+        listing=listing("digiface"),
     output:
         results("index/digiface.parquet"),
     log:
@@ -32,13 +33,18 @@ rule index_digiface:
         *ENVMODULES["cpu"],
     params:
         config=settings(stages.index_digiface),
+        listing=lambda wildcards, input: (
+            f"--listing {input.listing}" if input.listing else ""
+        ),
     shell:
-        "python -m digi2real index-digiface --config {params.config:q} --out {output} > {log} 2>&1"
+        "python -m digi2real index-digiface --config {params.config:q} --out {output}"
+        " {params.listing} > {log} 2>&1"
 
 
 rule index_ffhq:
     input:
-        demo_assets,
+        demo=demo_assets,
+        listing=listing("ffhq"),
     output:
         results("index/ffhq.parquet"),
     log:
@@ -53,13 +59,18 @@ rule index_ffhq:
         *ENVMODULES["cpu"],
     params:
         config=settings(stages.index_ffhq),
+        listing=lambda wildcards, input: (
+            f"--listing {input.listing}" if input.listing else ""
+        ),
     shell:
-        "python -m digi2real index-ffhq --config {params.config:q} --out {output} > {log} 2>&1"
+        "python -m digi2real index-ffhq --config {params.config:q} --out {output}"
+        " {params.listing} > {log} 2>&1"
 
 
 rule index_gallery:
     input:
-        demo_assets,
+        demo=demo_assets,
+        listing=listing("gallery"),
     output:
         results("index/gallery.parquet"),
     log:
@@ -74,5 +85,9 @@ rule index_gallery:
         *ENVMODULES["cpu"],
     params:
         config=settings(stages.index_gallery),
+        listing=lambda wildcards, input: (
+            f"--listing {input.listing}" if input.listing else ""
+        ),
     shell:
-        "python -m digi2real index-gallery --config {params.config:q} --out {output} > {log} 2>&1"
+        "python -m digi2real index-gallery --config {params.config:q} --out {output}"
+        " {params.listing} > {log} 2>&1"
