@@ -43,6 +43,11 @@ readonly DB_PORT="${D2R_SLURM_DB_PORT:-33306}"
 # so a fixed password is good enough and keeps `up` re-runnable.
 readonly DB_PASS=slurm-local-only
 readonly IDLE_TIMEOUT="${D2R_SLURM_IDLE_TIMEOUT:-90}"
+# How long each apt-get call waits for apt's and dpkg's locks while another
+# apt/dpkg holds them (unattended-upgrades, a second install) before `up` gives
+# up. Two calls (update, install) stay well under the 600 s tests/test_slurm.py
+# allows `up`.
+readonly APT_LOCK_TIMEOUT="${D2R_SLURM_APT_LOCK_TIMEOUT:-240}"
 
 log() { printf '[local_slurm] %s\n' "$*" >&2; }
 die() {
@@ -96,14 +101,92 @@ install_packages() { # packages...
 	export DEBIAN_FRONTEND=noninteractive
 	# Only refresh the package lists when apt cannot see a candidate for a
 	# missing package (fresh image without lists): update is the slow part.
+	# Not `grep -q`: it stops reading at the match, apt-cache (which writes
+	# line by line) then dies of SIGPIPE, and with pipefail the check fails
+	# and runs the update for nothing (17 times in 20 on Debian 12).
 	for p in "${missing[@]}"; do
-		if ! apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+		if ! apt-cache policy "$p" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
 			log "apt-get update (no candidate for $p)"
-			apt-get update -qq
+			apt_get update -qq
 			break
 		fi
 	done
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Sets APT_BUSY_LOCK to the lock apt-get failed to get, as its stderr (the file)
+# says, and APT_BUSY_HOLDER to "process N (name)" where it names the holder;
+# both empty when it failed for another reason. apt 2.6 says, depending on the
+# lock and on -qq:
+#   E: Could not get lock /var/lib/apt/lists/lock. It is held by process 42 (apt-get)
+#   E: Could not get lock /var/lib/dpkg/lock-frontend - open (11: Resource temporarily unavailable)
+#   E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), is another process using it?
+#   E: Unable to lock the administration directory (/var/lib/dpkg/), is another process using it?
+# ("Could not open lock file ..., are you root?" is no busy lock: not matched.)
+APT_BUSY_LOCK="" APT_BUSY_HOLDER=""
+read_apt_lock_error() { # apt-get's stderr file
+	local line
+	local get='Could not get lock ([^ ]*[^. ])(\. It is held by (process .*))?'
+	local frontend='Unable to acquire the dpkg frontend lock \((.*)\), is another process'
+	local admin='Unable to lock the administration directory \((.*)\), is another process'
+	APT_BUSY_LOCK="" APT_BUSY_HOLDER=""
+	while IFS= read -r line; do
+		if [[ $line =~ $get ]]; then
+			APT_BUSY_LOCK=${BASH_REMATCH[1]} APT_BUSY_HOLDER=${BASH_REMATCH[3]}
+		elif [[ -z $APT_BUSY_LOCK && $line =~ $frontend ]]; then
+			APT_BUSY_LOCK=${BASH_REMATCH[1]}
+		elif [[ -z $APT_BUSY_LOCK && $line =~ $admin ]]; then
+			APT_BUSY_LOCK=${BASH_REMATCH[1]%/}/lock
+		fi
+	done <"$1"
+}
+
+# apt-get "$@", waiting up to APT_LOCK_TIMEOUT seconds for apt's and dpkg's
+# locks instead of failing at once (exit 100, "Could not get lock") while
+# another apt or dpkg holds one. apt-get waits for the dpkg locks
+# (/var/lib/dpkg/lock-frontend, lock) itself, with DPkg::Lock::Timeout. apt
+# 2.6 has no such option for the others: /var/lib/apt/lists/lock (update) and
+# /var/cache/apt/archives/lock (install) make it fail at once, so a call that
+# failed on a busy lock runs again, every second, until the time is up. Then
+# it dies with one line naming the lock and how long it waited. Any other
+# failure returns apt-get's exit status, its stderr shown.
+apt_get() { # apt-get arguments...
+	local start=$SECONDS err rc waited lock_timeout=0 waiting_for="" holder=""
+	[[ $APT_LOCK_TIMEOUT =~ ^[0-9]+$ ]] ||
+		die "D2R_SLURM_APT_LOCK_TIMEOUT must be a number of seconds, not '$APT_LOCK_TIMEOUT'"
+	err=$(mktemp)
+	while :; do
+		rc=0
+		# LC_ALL=C: the messages read above are the English ones.
+		LC_ALL=C apt-get -o DPkg::Lock::Timeout="$lock_timeout" "$@" 2>"$err" || rc=$?
+		APT_BUSY_LOCK=""
+		((rc == 0)) || read_apt_lock_error "$err"
+		if [[ -z $APT_BUSY_LOCK ]]; then # done, or failed for another reason
+			cat "$err" >&2
+			rm -f "$err"
+			[[ -z $waiting_for ]] || log "apt-get $1: waited $((SECONDS - start))s for apt's locks"
+			return "$rc"
+		fi
+		# Once its own wait has timed out, apt (-qq) no longer names the
+		# holder: keep the one it named before, for the same lock.
+		if [[ -n $APT_BUSY_HOLDER ]]; then
+			holder=$APT_BUSY_HOLDER
+		elif [[ $APT_BUSY_LOCK != "$waiting_for" ]]; then
+			holder=""
+		fi
+		waited=$((SECONDS - start))
+		if ((waited >= APT_LOCK_TIMEOUT)); then
+			rm -f "$err"
+			die "apt-get $1: $APT_BUSY_LOCK still locked after waiting ${waited}s${holder:+ (held by $holder)}; another apt or dpkg is running (set D2R_SLURM_APT_LOCK_TIMEOUT to wait longer than ${APT_LOCK_TIMEOUT}s)"
+		fi
+		if [[ $APT_BUSY_LOCK != "$waiting_for" ]]; then
+			log "apt-get $1: $APT_BUSY_LOCK is locked${holder:+ by $holder}; waiting up to ${APT_LOCK_TIMEOUT}s"
+			waiting_for=$APT_BUSY_LOCK
+		fi
+		sleep 1
+		lock_timeout=$((APT_LOCK_TIMEOUT - (SECONDS - start)))
+		((lock_timeout > 0)) || lock_timeout=1
+	done
 }
 
 # --- pid-file helpers ----------------------------------------------------------
