@@ -33,4 +33,5 @@ rule all:
     input:
         results("manifest.parquet"),
         rules.report.output,
+        rules.card.output,
         expand(results("export/{format}"), format=config["export"]["formats"]),

@@ -185,11 +185,25 @@ def cmd_report(args) -> int:
         config,
         Path(args.results),
         Path(args.manifest),
-        Path(args.models),
         Path(args.evaluation),
-        Path(args.out),
         Path(args.samples),
         Path(args.figures),
+    )
+    return 0
+
+
+def cmd_card(args) -> int:
+    from digi2real.stages import card
+
+    card.run(
+        stage_config(args, "card"),
+        Path(args.results),
+        Path(args.manifest),
+        Path(args.models),
+        Path(args.evaluation),
+        [Path(path) for path in args.benchmarks],
+        Path(args.out),
+        Path(args.page),
     )
     return 0
 
@@ -305,14 +319,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="evaluation.json to write")
     p.add_argument("--tables", required=True, help="folder of the evaluation's tables")
 
-    p = command("report", cmd_report, "the dataset card, a sample grid, the certificate's figures")
+    p = command("report", cmd_report, "a sample grid, the certificate and its figures")
     p.add_argument("--results", required=True, help="results folder")
     p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
-    p.add_argument("--models", required=True, help="models.json, the model hashes")
-    p.add_argument("--out", required=True, help="dataset_card.json to write")
     p.add_argument("--evaluation", required=True, help="evaluation.json, beside its tables")
     p.add_argument("--samples", required=True, help="sample grid .png to write")
     p.add_argument("--figures", required=True, help="folder of the certificate's figures")
+
+    p = command("card", cmd_card, "the dataset card, once the exports are written")
+    p.add_argument("--results", required=True, help="results folder")
+    p.add_argument("--manifest", required=True, help="the aggregated manifest.parquet")
+    p.add_argument("--models", required=True, help="models.json, the model hashes")
+    p.add_argument("--evaluation", required=True, help="evaluation.json")
+    p.add_argument("--out", required=True, help="dataset_card.json to write")
+    p.add_argument("--page", required=True, help="the card's page (.html) to write")
+    p.add_argument("benchmarks", nargs="*", help="benchmark files of the jobs to account for")
     return main
 
 

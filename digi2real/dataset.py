@@ -113,29 +113,51 @@ def percentiles(values: np.ndarray) -> dict[str, float]:
     return {f"p{q}": round(float(np.percentile(values, q)), 4) for q in (5, 25, 50, 75, 95)}
 
 
+def counts(table: pa.Table) -> dict:
+    """What became of every identity and image of an aggregated manifest, in the one set of
+    names the card and the certificate both use. An identity the plan skipped (its rows have
+    status `skipped`) was selected but not planned; `planned` counts what generation set out
+    to make, `generated` what it made, `passed` what the dataset holds."""
+    status = np.asarray(table.column("status").to_pylist(), dtype=object)
+    reasons = np.asarray(table.column("reject_reason").to_pylist(), dtype=object)
+    passed = np.asarray(table.column("passed").to_pylist(), bool)
+    identities = np.asarray(table.column("identity").to_pylist(), dtype=object)
+    skipped = status == "skipped"
+    selected = set(identities.tolist())
+    planned = set(identities[~skipped].tolist())
+    kept = set(identities[passed].tolist())
+    values, rejected = np.unique(reasons[~passed & ~skipped], return_counts=True)
+    return {
+        "identities": {
+            "selected": len(selected),
+            "skipped_by_plan": len(selected - planned),
+            "planned": len(planned),
+            "kept": len(kept),
+        },
+        "images": {
+            "planned": int((~skipped).sum()),
+            "generated": int((~skipped & (status != "failed")).sum()),
+            "detected": int((status == "ok").sum()),
+            "passed": int(passed.sum()),
+            "rejected_by_reason": {
+                str(v): int(c) for v, c in zip(values.tolist(), rejected.tolist(), strict=True)
+            },
+            "per_kept_identity": round(float(passed.sum()) / max(len(kept), 1), 2),
+        },
+    }
+
+
 def dataset_card(table: pa.Table, config: Config, model_hashes: dict[str, str]) -> dict:
     from digi2real.config import config_hash
 
     status = np.asarray(table.column("status").to_pylist(), dtype=object)
-    reasons = np.asarray(table.column("reject_reason").to_pylist(), dtype=object)
-    passed = table.column("passed").to_numpy(zero_copy_only=False)
-    identities = np.asarray(table.column("identity").to_pylist(), dtype=object)
-    generated = (status != "skipped") & (status != "failed")
     ok = status == "ok"
-    kept = sorted(set(identities[passed]))
-    values, counts = np.unique(reasons[~passed], return_counts=True)
 
     def column(name):
         return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
 
     return {
-        "planned_images": int(len(table)),
-        "generated_images": int(generated.sum()),
-        "passed_images": int(passed.sum()),
-        "rejected_by_reason": {str(v): int(c) for v, c in zip(values, counts, strict=True)},
-        "identities_planned": int(len(set(identities))),
-        "identities_kept": len(kept),
-        "images_per_kept_identity": round(float(passed.sum()) / max(len(kept), 1), 2),
+        **counts(table),
         "similarity": {
             "cos_prototype": percentiles(column("cos_prototype")[ok]),
             "cos_condition": percentiles(column("cos_condition")[ok]),

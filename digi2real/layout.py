@@ -9,7 +9,7 @@ A cluster's metadata server is spared: the workflow's main process lists each in
 once (`InputFolders`), writes what it found to `<results>/inputs/<dataset>.txt`, which the
 index jobs read instead of listing the folder again, and hands the counts to every job in the
 environment (`DIGI2REAL_INPUT_COUNTS`), where Snakemake's parse of the workflow in each job
-would otherwise list the folders again.
+would otherwise list the folders again; a job that lacks them counts from the listing files.
 """
 
 from __future__ import annotations
@@ -251,34 +251,63 @@ class InputFolders:
         return self._listed["gallery"]  # type: ignore[return-value]
 
     def listed(self) -> dict[str, str]:
-        """What was listed so far, as the text of each dataset's listing file."""
+        """What was listed so far, as the text of each dataset's listing file: a first line
+        naming the root, then DigiFace's `<identity>\t<folder>` lines, or the images of FFHQ
+        and the gallery, one relative path a line."""
         texts = {}
         for dataset, listing in self._listed.items():
             if dataset == "digiface":
                 lines = [f"{identity}\t{folder}" for identity, folder in listing.items()]
             else:
                 lines = list(listing)
-            texts[dataset] = "".join(f"{line}\n" for line in lines)
+            header = f"# {dataset}.root: {self.root(dataset)}"
+            texts[dataset] = "".join(f"{line}\n" for line in [header, *lines])
         return texts
+
+    @classmethod
+    def from_listings(cls, config: dict, results: str | Path) -> InputFolders:
+        """The folders of `config` with the listings the workflow's main process wrote under
+        `results` taken as listed (those of the same root; any other is listed when needed)."""
+        folders = cls(config)
+        for dataset in LISTINGS:
+            path = listing_path(results, dataset)
+            if config[dataset]["root"] is not None and path.is_file():
+                root, listing = read_listing(path, dataset)
+                if root == str(folders.root(dataset)):
+                    folders._listed[dataset] = listing
+        return folders
 
 
 def listing_path(results: str | Path, dataset: str) -> Path:
     return Path(results) / "inputs" / f"{dataset}.txt"
 
 
-def read_listing(path: Path, dataset: str) -> dict[str, str] | list[str]:
-    """A listing file as `InputFolders` gives it: DigiFace's identity folders, or the images
-    of FFHQ and the gallery."""
+def read_listing(path: Path, dataset: str) -> tuple[str, dict[str, str] | list[str]]:
+    """A listing file as `InputFolders.listed` writes it: the root it lists, and DigiFace's
+    identity folders or the images of FFHQ and the gallery."""
     try:
-        lines = path.read_text().splitlines()
-    except OSError as error:
+        header, *lines = path.read_text().splitlines()
+    except (OSError, ValueError) as error:
         raise DataError(f"{path}: cannot read the listing of {dataset}.root: {error}") from None
+    prefix = f"# {dataset}.root: "
+    if not header.startswith(prefix):
+        raise DataError(f"{path}: not a listing of {dataset}.root (its first line: {header!r})")
+    root = header.removeprefix(prefix)
     if dataset == "digiface":
         pairs = [line.split("\t", 1) for line in lines]
         if any(len(pair) != 2 for pair in pairs):
             raise DataError(f"{path}: not a listing of digiface.root (identity<TAB>folder)")
-        return dict(pairs)  # type: ignore[arg-type]
-    return lines
+        return root, dict(pairs)  # type: ignore[arg-type]
+    return root, lines
+
+
+def listing_of(path: Path, config: dict, dataset: str) -> dict[str, str] | list[str]:
+    """The listing in `path`, checked to be of the config's `<dataset>.root`."""
+    root, listing = read_listing(path, dataset)
+    expected = str(Path(config[dataset]["root"]).expanduser())
+    if root != expected:
+        raise DataError(f"{path}: a listing of {root}, not of config key {dataset}.root {expected}")
+    return listing
 
 
 def count_selected_identities(config: dict, folders: InputFolders | None = None) -> int:

@@ -25,6 +25,8 @@ class ModelSpec:
     key: str
     files: tuple[str, ...]  # empty: the path is itself a file
     what: str
+    # Read by the loader when they are there (a folder's other files, a README say, are not).
+    optional: tuple[str, ...] = ()
 
 
 ENCODER = ModelSpec(
@@ -56,6 +58,7 @@ TOKENIZER = ModelSpec(
     "models.tokenizer",
     ("vocab.json", "merges.txt"),
     "the tokenizer/ folder of stable-diffusion-v1-5",
+    ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.json"),
 )
 SCHEDULER = ModelSpec(
     "models.scheduler",
@@ -77,6 +80,8 @@ RECOGNIZER = ModelSpec(
 
 FACE_MODELS = (ARCFACE, DETECTOR)
 GENERATION_MODELS = (ENCODER, UNET, VAE, TOKENIZER, SCHEDULER)
+# The spec of each key of the config's `models:` section.
+BY_KEY = {spec.key: spec for spec in (*GENERATION_MODELS, *FACE_MODELS, LCM_LORA)}
 
 
 def model_path(config: Config, spec: ModelSpec) -> Path:
@@ -134,12 +139,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_sha256(path: Path) -> str:
-    """sha256 of a model file, or of a folder's files (names and contents, in sorted order)."""
-    if path.is_file():
+def files_read(path: Path, spec: ModelSpec) -> list[Path]:
+    """The files of a model that its loader reads: the file itself, or the folder's required
+    and optional files that are there (the VAE's weights as diffusers takes them: safetensors,
+    else the pickle). Nothing else of the folder: a README edited beside the weights is not
+    the model."""
+    if not spec.files:
+        return [path]
+    names = [*spec.files, *spec.optional]
+    if spec is VAE and not (path / "diffusion_pytorch_model.safetensors").is_file():
+        names = [name.replace(".safetensors", ".bin") for name in names]
+    return [path / name for name in names if (path / name).is_file()]
+
+
+def model_sha256(path: Path, spec: ModelSpec) -> str:
+    """sha256 of a model file, or of the files of a folder its loader reads (names and
+    contents, in sorted order)."""
+    if not spec.files:
         return file_sha256(path)
     digest = hashlib.sha256()
-    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+    for item in sorted(files_read(path, spec)):
         digest.update(str(item.relative_to(path)).encode())
         digest.update(file_sha256(item).encode())
     return digest.hexdigest()

@@ -337,3 +337,43 @@ def test_each_image_gets_the_first_reason_it_fails_in_a_fixed_order():
         "skipped",
     ]
     assert filtered.column("passed").to_pylist() == [False] * 4 + [True, True, False, False]
+
+
+# --- one listing of each folder per run -----------------------------------------------------
+
+
+def test_a_job_counts_what_the_main_process_listed_without_listing_again(tmp_path, monkeypatch):
+    """The workflow's main process lists each root once and hands the counts to the jobs in
+    the environment, or, where that is lost, in its listing files: a job's parse lists no
+    folder (here the folders are gone by then)."""
+    for identity in range(5):
+        image(tmp_path / "digiface" / str(identity) / "0.png")
+    for k in range(7):
+        image(tmp_path / "ffhq" / "00000" / f"{k}.png")
+    for identity in ("a", "b"):
+        image(tmp_path / "gallery" / identity / "0.png")
+    roots = {name: {"root": str(tmp_path / name)} for name in ("digiface", "ffhq", "gallery")}
+    config = resolved(**roots)
+    folders = layout.InputFolders(config)
+    counts = layout.input_counts(config, folders)
+    assert counts == {"digiface": 5, "ffhq": 7, "gallery": 2}
+    results = tmp_path / "results"
+    for dataset, text in folders.listed().items():
+        layout.listing_path(results, dataset).parent.mkdir(parents=True, exist_ok=True)
+        layout.listing_path(results, dataset).write_text(text)
+    monkeypatch.delenv(layout.COUNTS_VARIABLE, raising=False)
+    layout.hand_counts_to_jobs(config, counts)
+    for name in ("digiface", "ffhq", "gallery"):
+        shutil.rmtree(tmp_path / name)
+    assert layout.handed_counts(config) == counts
+    other = resolved(**{**roots, "ffhq": {"root": str(tmp_path / "ffhq"), "count": 3}})
+    assert layout.handed_counts(other) is None  # counts of another config are not taken
+    monkeypatch.delenv(layout.COUNTS_VARIABLE)
+    assert layout.input_counts(config, layout.InputFolders.from_listings(config, results)) == counts
+    index = index_ffhq(
+        config, layout.listing_of(layout.listing_path(results, "ffhq"), config, "ffhq")
+    )
+    assert index.path == [f"00000/{k}.png" for k in range(7)]
+    elsewhere = resolved(ffhq={"root": str(tmp_path / "elsewhere")})
+    with pytest.raises(DataError, match="not of config key ffhq.root"):
+        layout.listing_of(layout.listing_path(results, "ffhq"), elsewhere, "ffhq")

@@ -152,3 +152,34 @@ def test_gpu_wheel_overwritten_by_the_cpu_one_names_the_fix(onnxruntime_build):
 def test_installed_reads_the_package_metadata():
     assert models._installed("onnxruntime")
     assert not models._installed("no-such-distribution-for-digi2real")
+
+
+def test_a_models_hash_covers_the_files_its_loader_reads_and_no_other(tmp_path):
+    """A README edited beside the weights must not regenerate every image; a weights file or
+    an optional tokenizer file the loader reads must."""
+    vae = tmp_path / "vae"
+    vae.mkdir()
+    (vae / "config.json").write_text("{}")
+    (vae / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    before = models.model_sha256(vae, models.VAE)
+    (vae / "README.md").write_text("notes")
+    (vae / "diffusion_pytorch_model.bin").write_bytes(b"not read: the safetensors are")
+    assert models.model_sha256(vae, models.VAE) == before
+    (vae / "diffusion_pytorch_model.safetensors").write_bytes(b"other weights")
+    assert models.model_sha256(vae, models.VAE) != before
+    (vae / "diffusion_pytorch_model.safetensors").unlink()  # then the pickle is what loads
+    assert models.files_read(vae, models.VAE) == [
+        vae / "config.json",
+        vae / "diffusion_pytorch_model.bin",
+    ]
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    for name in ("vocab.json", "merges.txt", "notes.txt"):
+        (tokenizer / name).write_text(name)
+    before = models.model_sha256(tokenizer, models.TOKENIZER)
+    (tokenizer / "tokenizer_config.json").write_text('{"model_max_length": 77}')
+    assert models.model_sha256(tokenizer, models.TOKENIZER) != before
+    assert tokenizer / "notes.txt" not in models.files_read(tokenizer, models.TOKENIZER)
+    onnx = tmp_path / "arcface.onnx"
+    onnx.write_bytes(b"graph")
+    assert models.model_sha256(onnx, models.ARCFACE) == models.file_sha256(onnx)

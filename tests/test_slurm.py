@@ -64,6 +64,7 @@ JOBS_OF_THE_DEMO = {
     ("aggregate", ""),
     ("evaluate", ""),
     ("report", ""),
+    ("card", ""),
     ("export_recordio", ""),
     ("export_webdataset", ""),
     ("export_imagefolder", ""),
@@ -679,7 +680,7 @@ def dry_run(workdir: Path, profile: Path) -> dict[str, int]:
     return submissions(result.stdout + result.stderr)
 
 
-def test_a_200_shard_run_submits_266_jobs_or_212_with_the_profiles_groups(lab_profile, tmp_path):
+def test_a_200_shard_run_submits_267_jobs_or_212_with_the_profiles_groups(lab_profile, tmp_path):
     workdir = big_run(tmp_path / "run")
     one_by_one = dry_run(workdir, lab_profile)
     assert one_by_one == {
@@ -694,10 +695,11 @@ def test_a_200_shard_run_submits_266_jobs_or_212_with_the_profiles_groups(lab_pr
         "aggregate": 1,
         "evaluate": 1,
         "report": 1,
+        "card": 1,
         "export_recordio": 1,
         "export_webdataset": 1,
     }
-    assert sum(one_by_one.values()) == 266
+    assert sum(one_by_one.values()) == 267
 
     # The profile's commented-out grouping block, switched on.
     lines = (lab_profile / "config.yaml").read_text().splitlines()
@@ -716,6 +718,6 @@ def test_a_200_shard_run_submits_266_jobs_or_212_with_the_profiles_groups(lab_pr
         "plan": 1,
         "hash_models": 1,
         "generate": 200,
-        "finish": 1,  # aggregate, evaluate, report and the exports
+        "finish": 1,  # aggregate, evaluate, report, card and the exports
     }
     assert sum(grouped_counts.values()) == 212

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.workflow
 # The demo's exports (demo.yaml): rerun whenever the manifest changes.
 EXPORTS = {"export_recordio": 1, "export_webdataset": 1, "export_imagefolder": 1}
 # What a new manifest reruns: a change to the quality filter, or a shard made again.
-AFTER_AGGREGATE = {"aggregate": 1, "evaluate": 1, "report": 1, **EXPORTS, "all": 1}
+AFTER_AGGREGATE = {"aggregate": 1, "evaluate": 1, "report": 1, **EXPORTS, "card": 1, "all": 1}
 
 IDENTITIES = 10
 IMAGES_PER_IDENTITY = 4
@@ -327,16 +327,29 @@ def test_every_export_holds_every_passed_image_for_its_real_reader(run, mxnet_py
     assert not (run / "results/dataset").exists()  # aggregate no longer makes a file per image
 
 
-def test_dataset_card_counts_agree_with_the_manifest(run):
+def test_dataset_card_counts_agree_with_the_manifest_and_the_certificate(run):
+    """One name, one number: the card's counts are the certificate's, and an identity the
+    plan skipped (8: no image, 9: no face) is selected but not planned."""
     rows = read_table(run / "results/manifest.parquet")
     card = json.loads((run / "results/dataset_card.json").read_text())
-    assert card["planned_images"] == len(rows)
-    assert card["passed_images"] == sum(r["passed"] for r in rows)
-    assert card["generated_images"] == sum(r["status"] not in ("skipped", "failed") for r in rows)
-    rejected = sum(card["rejected_by_reason"].values())
-    assert rejected == len(rows) - card["passed_images"]
-    assert card["rejected_by_reason"]["skipped"] == 2 * IMAGES_PER_IDENTITY
-    assert card["identities_kept"] == len({r["identity"] for r in rows if r["passed"]})
+    evaluation = json.loads((run / "results/evaluation.json").read_text())
+    planned = [r for r in rows if r["status"] != "skipped"]
+    assert card["identities"] == {
+        "selected": IDENTITIES,
+        "skipped_by_plan": 2,
+        "planned": IDENTITIES - 2,
+        "kept": len({r["identity"] for r in rows if r["passed"]}),
+    }
+    assert card["images"]["planned"] == len(planned) == (IDENTITIES - 2) * IMAGES_PER_IDENTITY
+    assert card["images"]["passed"] == sum(r["passed"] for r in rows)
+    assert card["images"]["generated"] == sum(r["status"] != "failed" for r in planned)
+    rejected = sum(card["images"]["rejected_by_reason"].values())
+    assert rejected == len(planned) - card["images"]["passed"]
+    certified = evaluation["yield"]
+    assert card["images"] == certified["images"]
+    assert card["identities"] == {
+        k: v for k, v in certified["identities"].items() if k != "skipped_examples"
+    }
     assert set(card["model_sha256"]) >= {"models.arc2face_unet", "models.arcface"}
     assert len(card["config_sha256"]) == 64
     assert (run / "results/samples.png").is_file()
@@ -366,6 +379,7 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         "aggregate": "aggregate",
         "evaluate": "evaluate",
         "report": "report",
+        "card": "card",
         "export_recordio": "export_recordio",
         "export_webdataset": "export_webdataset",
         "export_imagefolder": "export_imagefolder",
@@ -512,6 +526,28 @@ def test_invalid_config_is_one_error_naming_the_key(demo_root, zoo, tmp_path, ov
     message = cli.stderr.strip().removeprefix("digi2real: error: ")
     assert named in message and "\n" not in message
     assert message.split(": ", 1)[1] in output
+
+
+@pytest.mark.parametrize(
+    "mode, named",
+    [
+        (["--touch"], "--touch would mark generation shards done whose images do not exist"),
+        (
+            ["--shared-fs-usage", "persistence", "software-deployment", "sources"],
+            "--shared-fs-usage must include input-output",
+        ),
+    ],
+)
+def test_modes_that_copy_or_fake_only_declared_files_are_refused(run, tmp_path, mode, named):
+    """A shard's images.zip is read by later jobs without being a declared output (a rerun
+    reuses its images): a mode that would not see it as it is stops, in one line, first."""
+    workdir = copy_run(run, tmp_path / "modes")
+    (workdir / "results/dataset_card.json").unlink()  # something to do
+    result = snakemake(workdir, *mode, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and named in output, output[-2000:]
+    assert "needs its results folder on a file system every job shares" in output
+    assert not (workdir / "results/dataset_card.json").exists()
 
 
 def test_missing_model_file_is_one_line_naming_the_key(demo_root, zoo, tmp_path):
@@ -706,6 +742,8 @@ def test_a_setting_that_changes_pixels_remakes_every_image(run, tmp_path, change
         change_config(workdir, "models.vae", str(vae))
         snakemake(workdir)  # the same VAE at another path: every image reused
         assert reused_and_made(workdir) == (GENERATED, 0)
+        (vae / "README.md").write_text("notes beside the weights, not read by the loader\n")
+        assert planned_jobs(workdir) == {}  # the model's hash covers what the loader reads
         write_vae(vae, seed=7)  # other weights, same path
         shutil.rmtree(workdir / "results/logs/generate")
     else:
@@ -734,7 +772,8 @@ def test_more_images_per_identity_generates_only_the_new_ones(run, tmp_path):
     assert all(after[k] == before[k] for k in before)  # bitwise: the same settings made them
     assert len(after) == len(before) + 8 * 2
     card = json.loads((workdir / "results/dataset_card.json").read_text())
-    assert card["planned_images"] == 10 * (IMAGES_PER_IDENTITY + 2)
+    # 10 identities selected, 2 of them skipped by the plan (8: no image, 9: no face)
+    assert card["images"]["planned"] == 8 * (IMAGES_PER_IDENTITY + 2)
 
 
 def test_a_lost_record_or_a_foreign_image_is_made_again(run, tmp_path):
@@ -806,8 +845,9 @@ def test_the_evaluation_covers_exactly_the_passed_images(run):
     assert inputs["digiface"]["by_status"]["unreadable"]["examples"]
     assert inputs["ffhq"]["by_status"]["unreadable"]["images"] == 2
     made = evaluation["yield"]["images"]
-    assert made["planned"] == len(rows)
-    assert made["passed"] + sum(made["rejected_by_reason"].values()) == len(rows)
+    planned = [r for r in rows if r["status"] != "skipped"]  # the plan's skipped identities'
+    assert made["planned"] == len(planned) and len(rows) - len(planned) == 2 * IMAGES_PER_IDENTITY
+    assert made["passed"] + sum(made["rejected_by_reason"].values()) == len(planned)
 
 
 def test_the_report_builds_one_page_with_the_certificates_figures(run, tmp_path):
@@ -821,10 +861,31 @@ def test_the_report_builds_one_page_with_the_certificates_figures(run, tmp_path)
     for figure in FIGURES:
         with Image.open(workdir / f"results/report/{figure}.png") as image:
             assert min(image.size) > 50, figure
+    # The certificate and the card are on the page itself (HTML), their verdicts written out.
+    certificate = (workdir / "results/report/certificate.html").read_text()
+    evaluation = json.loads((workdir / "results/evaluation.json").read_text())
+    eer = 100 * evaluation["generated"]["verification"]["eer"]
+    assert f"{eer:.4g}" in certificate and "worse than every published figure" in certificate
+    assert "Digi2Real-20K 1.07" in certificate
+    assert "Dataset card" in (workdir / "results/report/dataset_card.html").read_text()
     card = json.loads((workdir / "results/dataset_card.json").read_text())
     assert card["certificate"]["DigiFace sources flagged as leaks"] == 1
-    # Seconds the jobs ran, from their benchmarks: every rule that ran before the report.
+    # Seconds the jobs ran, from their benchmarks: every job of the run before the card (each
+    # an input of the card), all but the report's figures and the card itself.
+    benchmarks = list((workdir / "results/benchmarks").rglob("*.tsv"))
+    summed = [path for path in benchmarks if path.stem not in ("report", "card")]
+    assert sum(card["job_seconds"]["jobs_by_rule"].values()) == len(summed)
     assert set(card["job_seconds"]["by_rule"]) >= {"plan", "generate", "aggregate", "evaluate"}
+
+
+def test_the_card_is_made_after_what_it_reports(run, tmp_path):
+    """The card counts the exports' files and sums every job's benchmark: it depends on them,
+    so an export made again remakes the card after it, and never the other way round."""
+    workdir = copy_run(run, tmp_path / "card")
+    shutil.rmtree(workdir / "results/export/recordio")
+    assert planned_jobs(workdir) == {"export_recordio": 1, "card": 1, "all": 1}
+    (workdir / "results/benchmarks/plan.tsv").unlink()
+    assert planned_jobs(workdir)["plan"] == 1
 
 
 def test_the_plans_gates_drop_exactly_the_planted_identities(run, tmp_path):
@@ -903,11 +964,12 @@ def test_a_dataset_with_no_passed_image_gets_a_certificate_saying_so(run, tmp_pa
     change_config(workdir, "quality.min_det_score", 1.0)
     snakemake(workdir)
     evaluation = json.loads((workdir / "results/evaluation.json").read_text())
-    assert evaluation["status"].startswith("no passed images")
+    assert evaluation["status"] == "not computed: no passed images (see the yield)"
     assert "generated" not in evaluation
     assert evaluation["sources"]["leakage"]["flagged_identities"] == [PLANTED_LEAK]
     card = json.loads((workdir / "results/dataset_card.json").read_text())
-    assert card["passed_images"] == 0 and card["certificate"]["verification EER (%)"] is None
+    assert card["images"]["passed"] == 0 and card["certificate"]["verification EER (%)"] is None
+    assert set(card["certificate"]["verdicts"].values()) == {"not computed"}
 
 
 def test_a_real_gallery_is_searched_for_leaks_beside_ffhq(run, tmp_path):
@@ -929,6 +991,7 @@ def test_a_real_gallery_is_searched_for_leaks_beside_ffhq(run, tmp_path):
         "merge_embeddings": 1,
         "evaluate": 1,
         "report": 1,
+        "card": 1,
         "all": 1,
     }
     snakemake(workdir)
@@ -965,6 +1028,7 @@ def test_a_second_recognizer_embeds_everything_the_evaluation_compares(run, tmp_
         "embed_generated": shards,
         "evaluate": 1,
         "report": 1,
+        "card": 1,
         "all": 1,
     }
     snakemake(workdir)

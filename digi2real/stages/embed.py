@@ -56,12 +56,14 @@ def run(
         "mode": "prealigned" if face["prealigned"] else "detect",
         "det_size": int(face["det_size"]),
         "pad": float(face["pad"]),
-        "arcface_sha256": models.model_sha256(models.model_path(config, recognizer)),
+        "arcface_sha256": models.model_sha256(models.model_path(config, recognizer), recognizer),
         "recognizer": recognizer.key,
         "shard": shard,
     }
     if not face["prealigned"]:
-        attrs["detector_sha256"] = models.model_sha256(models.model_path(config, models.DETECTOR))
+        attrs["detector_sha256"] = models.model_sha256(
+            models.model_path(config, models.DETECTOR), models.DETECTOR
+        )
     table = EmbeddingTable(
         embedding=np.stack(
             [r.embedding if r.embedding is not None else np.zeros(512, np.float32) for r in ordered]

@@ -34,8 +34,12 @@ def run(config: Config, real: Path, synthetic: Path, out: Path) -> None:
         log.info("delta: %d %s embeddings projected", means[name].count, name)
     result = compute_delta(means["real"], means["synthetic"], config["delta"]["mode"])
     result.attrs = {
-        "encoder_sha256": models.model_sha256(models.model_path(config, models.ENCODER)),
-        "tokenizer_sha256": models.model_sha256(models.model_path(config, models.TOKENIZER)),
+        "encoder_sha256": models.model_sha256(
+            models.model_path(config, models.ENCODER), models.ENCODER
+        ),
+        "tokenizer_sha256": models.model_sha256(
+            models.model_path(config, models.TOKENIZER), models.TOKENIZER
+        ),
         "real_embeddings": str(real),
         "synthetic_embeddings": str(synthetic),
     }

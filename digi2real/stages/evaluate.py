@@ -46,6 +46,7 @@ def run(
     import numpy as np
     import pyarrow.parquet as pq
 
+    from digi2real.certificate import COMPUTED, NOT_COMPUTED
     from digi2real.errors import DataError
     from digi2real.evaluation import (
         EvaluationSettings,
@@ -143,10 +144,10 @@ def run(
             for dataset in ("ffhq", "gallery")
         },
         "settings": dict(settings.__dict__),
-        "status": "ok",
+        "status": COMPUTED,
     }
     if not labels:
-        summary["status"] = "no passed images: nothing to certify (see yield)"
+        summary["status"] = NOT_COMPUTED
         images = identities = pairs = None
         log.warning("evaluate: %s", summary["status"])
     else:
@@ -215,9 +216,10 @@ def _with_skipped(table: dict, names: list[str], status: list[str], reasons: lis
 
 def yield_summary(manifest, names, status, reasons, inputs: dict) -> dict:
     """From the inputs to the dataset: every input image by status, with examples of why, and
-    every planned image by what became of it."""
+    every identity and image by what became of it (dataset.counts, as the card says it)."""
     import numpy as np
 
+    from digi2real.dataset import counts
     from digi2real.status import STATUS_TABLE
 
     def by_status(table) -> dict:
@@ -233,28 +235,10 @@ def yield_summary(manifest, names, status, reasons, inputs: dict) -> dict:
             }
         return {"images": len(table), "by_status": out}
 
-    image_status = np.asarray(manifest.column("status").to_pylist(), dtype=object)
-    passed = np.asarray(manifest.column("passed").to_pylist(), bool)
-    reason = np.asarray(manifest.column("reject_reason").to_pylist(), dtype=object)
-    values, counts = np.unique(reason[~passed], return_counts=True)
+    of_the_dataset = counts(manifest)
     skipped = [r for s, r in zip(status, reasons, strict=True) if s != "planned"]
-    kept = set(np.asarray(manifest.column("identity").to_pylist(), dtype=object)[passed])
     return {
         "inputs": {name: by_status(table) for name, table in inputs.items()},
-        "identities": {
-            "selected": len(names),
-            "planned": len(names) - len(skipped),
-            "skipped_by_plan": len(skipped),
-            "skipped_examples": skipped[:5],
-            "kept": len(kept),
-        },
-        "images": {
-            "planned": int(len(image_status)),
-            "generated": int(np.sum((image_status != "skipped") & (image_status != "failed"))),
-            "detected": int(np.sum(image_status == "ok")),
-            "passed": int(passed.sum()),
-            "rejected_by_reason": {
-                str(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)
-            },
-        },
+        "identities": {**of_the_dataset["identities"], "skipped_examples": skipped[:5]},
+        "images": of_the_dataset["images"],
     }

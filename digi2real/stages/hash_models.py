@@ -1,7 +1,8 @@
 """Rule `hash_models`: the sha256 of every model file, once per run, for the image keys.
 
-Its inputs are the model files themselves, so a model replaced in place reruns it, and through
-its output every generation shard, which then remakes the images that model made. The jobs
+Its inputs are the model files the loaders read (models.files_read), so a model replaced in
+place reruns it, and through its output every generation shard, which then remakes the images
+that model made; another file beside the weights (a README) reruns nothing. The jobs
 read the hashes instead of hashing gigabytes each.
 """
 
@@ -27,6 +28,6 @@ def run(config: Config, out: Path) -> None:
         specs.append(models.DETECTOR)
     hashes = {}
     for spec in specs:
-        hashes[spec.key] = models.model_sha256(models.model_path(config, spec))
+        hashes[spec.key] = models.model_sha256(models.model_path(config, spec), spec)
         log.info("%s: sha256 %s", spec.key, hashes[spec.key])
     write_model_hashes(out, hashes)

@@ -14,10 +14,10 @@ def run(config: Config, out: Path, listing: Path | None = None) -> None:
     wrote (digi2real.layout), instead of listing the root again, when given."""
     from digi2real.formats import write_index
     from digi2real.indexing import index_digiface
-    from digi2real.layout import read_listing
+    from digi2real.layout import listing_of
     from digi2real.progress import log
 
-    listed = None if listing is None else read_listing(listing, "digiface")
+    listed = None if listing is None else listing_of(listing, config, "digiface")
     index = index_digiface(config, listed)
     write_index(out, index)
     log.info("index digiface: %d identities, %d rows", len(set(index.identity)), len(index))

@@ -7,67 +7,40 @@ from pathlib import Path
 
 from digi2real.config import Config
 
-CONFIG_KEYS = [
-    "seed",
-    "models",
-    "digiface",
-    "ffhq",
-    "gallery",
-    "delta",
-    "plan",
-    "generation",
-    "quality",
-    "evaluation",
-    "export.formats",
-]
+CONFIG_KEYS = ["quality", "digiface.root", "ffhq.root", "gallery.root"]
 # results/report/<name>.png, in the order the report shows them
 FIGURES = ("verification", "leakage", "quality", "pose", "sources", "collisions", "leaks")
 ROWS = 8  # identities, pairs or leaks shown in an image grid
-# Published figures to read ours against (an ArcFace R100 trained on MS1MV3, from the
-# Beyond-Real-Faces study; nearest real face searched in CASIA-WebFace).
-REFERENCES = {
-    "verification EER (%)": "Digi2Real-20K 1.07, DigiFace-1M 3.92",
-    "Fisher discriminant ratio": "Digi2Real-20K 15.04, DigiFace-1M 6.70",
-    "genuine mean cosine": "Digi2Real-20K 0.644",
-    "impostor mean cosine": "Digi2Real-20K 0.024",
-    "nearest real face, p99": "Digi2Real-20K 0.461; Vec2Face (leaking) 0.808",
-    "nearest real face, max": "Digi2Real-20K 0.565; Vec2Face (leaking) 0.909",
-}
 
 
 def run(
     config: Config,
     results: Path,
     manifest: Path,
-    models_path: Path,
     evaluation_path: Path,
-    out: Path,
     samples: Path,
     figures: Path,
-) -> dict:
-    """The card of the aggregated `manifest` into `out` (JSON), with the model hashes of
-    `models_path` and the headline of the evaluation; the sample grid into `samples`; the
-    certificate table and FIGURES into the folder `figures`."""
-    import time
-
+) -> None:
+    """The sample grid of the aggregated `manifest` into `samples`; the certificate of
+    `evaluation_path` (a page and a CSV table) and FIGURES into the folder `figures`."""
     import pyarrow.parquet as pq
 
-    from digi2real import plots
-    from digi2real.dataset import dataset_card, sample_grid
-    from digi2real.formats import read_evaluation, read_model_hashes, write_card
+    from digi2real import certificate, plots
+    from digi2real.dataset import sample_grid
+    from digi2real.formats import read_evaluation
 
-    started = time.monotonic()
+    # 1. Inputs: the manifest, the evaluation and its tables.
     table = pq.read_table(manifest)
     evaluation = read_evaluation(evaluation_path)
     tables = evaluation_path.parent / "evaluation"
     images = pq.read_table(tables / "images.parquet")
     sources = pq.read_table(tables / "sources.parquet")
-    content = dataset_card(table, config, read_model_hashes(models_path))
-    content["certificate"] = certificate(evaluation)
-    content["job_seconds"] = job_seconds(results / "benchmarks")
-    content["storage"] = storage(results, config["export"]["formats"], content["passed_images"])
-
+    headline = certificate.headline(evaluation)
+    # 2. The certificate, on the page and as a table.
     figures.mkdir(parents=True, exist_ok=True)
+    write_certificate_page(figures / "certificate.html", headline, evaluation)
+    write_certificate_table(headline, figures / "certificate.csv")
+    # 3. The figures of the measures, then the images behind them.
     plots.verification_plot(evaluation, figures / "verification.png")
     nearest = sources.column("nearest_real_cos").to_numpy(zero_copy_only=False).astype(float)
     plots.leakage_plot(evaluation, nearest, figures / "leakage.png")
@@ -87,93 +60,79 @@ def run(
         colliding_pairs(tables, table, roots), figures / "collisions.png", "no identity pairs"
     )
     plots.image_rows(leaks(tables, table, roots), figures / "leaks.png", "no real faces")
-    write_certificate_table(content["certificate"], figures / "certificate.csv")
     sample_grid(table, results, samples)
-    write_card(out, content)
-    content["report_seconds"] = time.monotonic() - started
-    return content
 
 
-def certificate(evaluation: dict) -> dict:
-    """The evaluation's headline figures (null where the dataset has too little to measure)."""
-    generated = evaluation.get("generated") or {}
-    verify = generated.get("verification") or {}
-    leakage = generated.get("leakage") or {}
-    sources = evaluation.get("sources") or {}
-    return {
-        "status": evaluation.get("status"),
-        "recognizer": evaluation.get("recognizer", {}).get("note"),
-        "verification EER (%)": None if verify.get("eer") is None else 100 * verify["eer"],
-        "FNMR at FMR 1e-3": (verify.get("fnmr_at_fmr") or {}).get("0.001"),
-        "Fisher discriminant ratio": verify.get("fdr"),
-        "genuine mean cosine": verify.get("genuine_mean"),
-        "impostor mean cosine": verify.get("impostor_mean"),
-        "consistency at 0.3": (generated.get("consistency") or {}).get("share_at", {}).get("0.3"),
-        "uniqueness U_class at 0.3": (generated.get("uniqueness") or {})
-        .get("0.3", {})
-        .get("u_class"),
-        "nearest real face, p99": (leakage.get("images") or {}).get("p99"),
-        "nearest real face, max": (leakage.get("images") or {}).get("max"),
-        "identities flagged as leaks": (leakage.get("identities") or {}).get("flagged"),
-        "identities flagged as collisions": (generated.get("uniqueness") or {}).get(
-            "flagged_identities"
-        ),
-        "DigiFace sources flagged as leaks": (sources.get("leakage") or {}).get("flagged"),
-        "DigiFace source pairs flagged as collisions": (sources.get("uniqueness") or {}).get(
-            "flagged_pairs"
-        ),
-    }
+def measures(headline: dict) -> list[tuple[str, object]]:
+    """The headline's figures, without its status, recognizer note and verdicts."""
+    return [
+        (name, value)
+        for name, value in headline.items()
+        if name not in ("status", "recognizer", "verdicts")
+    ]
 
 
 def write_certificate_table(headline: dict, path: Path) -> None:
     import csv
     import io
 
+    from digi2real import certificate
     from digi2real.atomic import atomic_path
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["measure", "this dataset", "published reference"])
-    for measure, value in headline.items():
+    writer.writerow(["measure", "this dataset", "published reference", "verdict"])
+    for measure, value in measures(headline):
         shown = f"{value:.4f}" if isinstance(value, float) else ("" if value is None else value)
-        writer.writerow([measure, shown, REFERENCES.get(measure, "")])
+        verdict = headline["verdicts"].get(measure, "")
+        writer.writerow([measure, shown, certificate.reference(measure), verdict])
     with atomic_path(path) as temporary:
         temporary.write_text(buffer.getvalue())
 
 
-def storage(results: Path, formats: list[str], passed: int) -> dict:
-    """Files and bytes of the generation shards and of each export, and bytes per passed image:
-    what a run costs a cluster's file-count and space quotas."""
-    import os
+def write_certificate_page(path: Path, headline: dict, evaluation: dict) -> None:
+    from digi2real import certificate
+    from digi2real.pages import Table, write_page
 
-    def usage(folder: Path) -> dict:
-        files = [Path(root, name) for root, _, names in os.walk(folder) for name in names]
-        size = sum(path.stat().st_size for path in files)
-        per_image = round(size / passed) if passed else None
-        return {"files": len(files), "bytes": size, "bytes_per_passed_image": per_image}
-
-    return {
-        "shards": usage(results / "shards"),
-        **{f"export/{name}": usage(results / "export" / name) for name in formats},
-    }
-
-
-def job_seconds(benchmarks: Path) -> dict:
-    """Seconds each rule's jobs ran, summed over its jobs, from their benchmark files: the
-    compute a run took, without the idle time between separate snakemake invocations."""
-    import csv
-
-    totals: dict[str, float] = {}
-    for path in sorted(benchmarks.rglob("*.tsv")):
-        rule = path.relative_to(benchmarks).parts[0].removesuffix(".tsv")
-        with open(path, newline="") as stream:
-            rows = list(csv.DictReader(stream, delimiter="\t"))
-        if rows and rows[-1].get("s") not in (None, "", "NA"):
-            totals[rule] = totals.get(rule, 0.0) + float(rows[-1]["s"])
-    return {
-        "by_rule": {rule: round(s, 1) for rule, s in totals.items()},
-        "total": round(sum(totals.values()), 1),
-    }
+    generated = evaluation.get("generated") or {}
+    computed = headline["status"] == certificate.COMPUTED
+    lead = [
+        (
+            f"Computed on the {generated.get('images', 0):,} passed images of "
+            f"{generated.get('identities', 0):,} identities."
+            if computed
+            else f"Not computed: {headline['status']}."
+        ),
+        headline["recognizer"] or "",
+    ]
+    verdicts = Table(
+        "Headline: each measure beside the published figures",
+        ["measure", "this dataset", "published", "verdict", "what it is"],
+        [
+            [
+                measure.name,
+                headline[measure.name],
+                certificate.published(measure),
+                headline["verdicts"][measure.name],
+                measure.note,
+            ]
+            for measure in certificate.HEADLINE
+        ],
+        note="The published figures were measured with other recognizers (an ArcFace R100 "
+        "trained on MS1MV3) and other real faces (CASIA-WebFace): they anchor the scale, "
+        "they are not a pass mark.",
+    )
+    judged = {measure.name for measure in certificate.HEADLINE}
+    others = Table(
+        "Every other measure",
+        ["measure", "this dataset", "published"],
+        [
+            [name, value, certificate.reference(name)]
+            for name, value in measures(headline)
+            if name not in judged
+        ],
+    )
+    write_page(path, "Certificate", lead, [verdicts, others])
 
 
 class Roots:

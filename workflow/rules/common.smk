@@ -10,13 +10,15 @@ sys.path.insert(
 )  # the package, when Snakemake runs outside its venv
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import SharedFSUsage
 
-from digi2real import layout
+from digi2real import layout, models
 from digi2real.atomic import write_text_if_changed
 from digi2real.preflight import built_by_the_demo, preflight
 from digi2real.config import config_slice, read_config_file, resolve_config, stage_keys
 from digi2real.errors import Digi2RealError
 import digi2real.stages.aggregate
+import digi2real.stages.card
 import digi2real.stages.embed
 import digi2real.stages.embed_for_evaluation
 import digi2real.stages.embed_generated
@@ -49,6 +51,43 @@ config.clear()
 config.update(RESOLVED)
 
 RESULTS = config["results"]
+
+# A generation shard's images (shards/<n>/images.zip) and its embeddings (embeddings.h5) are
+# read by later jobs but are not declared outputs of `generate`: Snakemake deletes a job's
+# outputs before it runs it again, and a rerun reuses the images whose key still matches. So
+# every job must see the results folder as it is, on a file system shared by all of them:
+# what would copy only declared files (a storage provider, --shared-fs-usage without
+# input-output) or fake them (--touch) is refused here, in one line.
+SHARED_FILE_SYSTEM = (
+    "digi2real needs its results folder on a file system every job shares (a generation "
+    "shard's images.zip is read by later jobs without being a declared output, so that a "
+    "rerun can reuse its images)"
+)
+if workflow.is_main_process:
+    STORAGE = workflow.storage_settings
+    if STORAGE.default_storage_provider is not None:
+        raise WorkflowError(
+            f"{SHARED_FILE_SYSTEM}: --default-storage-provider "
+            f"{STORAGE.default_storage_provider} is not supported"
+        )
+    UNSHARED = {SharedFSUsage.PERSISTENCE, SharedFSUsage.INPUT_OUTPUT} - set(
+        STORAGE.shared_fs_usage
+    )
+    if UNSHARED:
+        raise WorkflowError(
+            f"{SHARED_FILE_SYSTEM}: --shared-fs-usage must include "
+            f"{' and '.join(sorted(usage.item_to_choice() for usage in UNSHARED))}"
+        )
+
+
+onstart:
+    if workflow.touch:
+        raise WorkflowError(
+            f"{SHARED_FILE_SYSTEM}: --touch would mark generation shards done whose images "
+            "do not exist; it is not supported"
+        )
+
+
 CONTAINER = config["container"]
 ENVMODULES = config["envmodules"]
 
@@ -85,7 +124,9 @@ try:
             write_text_if_changed(layout.listing_path(RESULTS, dataset), text)
         layout.hand_counts_to_jobs(config, INPUT_COUNTS)
     else:
-        INPUT_COUNTS = layout.handed_counts(config) or layout.input_counts(config)
+        INPUT_COUNTS = layout.handed_counts(config) or layout.input_counts(
+            config, layout.InputFolders.from_listings(config, RESULTS)
+        )
 except (Digi2RealError, OSError) as error:
     raise WorkflowError(str(error)) from None
 EMBED_SHARD_SIZE = {
@@ -146,8 +187,8 @@ def demo_assets(wildcards):
 
 
 def model_files(wildcards):
-    """Every file of every configured model (what hash_models hashes), or the demo's sign that
-    it built them."""
+    """Every file of every configured model that its loader reads (what hash_models hashes),
+    or the demo's sign that it built them."""
     files = []
     for key, value in config["models"].items():
         path = Path(value).expanduser() if value else None
@@ -155,10 +196,10 @@ def model_files(wildcards):
             continue
         if built_by_the_demo(config, path):
             files += demo_assets(wildcards)
-        elif path.is_dir():
-            files += sorted(str(p) for p in path.rglob("*") if p.is_file())
         else:
-            files.append(str(path))
+            files += [
+                str(p) for p in models.files_read(path, models.BY_KEY[f"models.{key}"])
+            ]
     return list(dict.fromkeys(files))
 
 
@@ -170,6 +211,29 @@ def generation_runtime(wildcards, attempt):
     )
     minutes = 10 + 2 * images * config["cluster"]["seconds_per_image"] / 60
     return round(minutes * (1 + 0.5 * (attempt - 1)))
+
+
+def job_benchmarks(wildcards):
+    """The benchmark file of every job the card sums the seconds of: each job of the run
+    before it, one per rule and wildcards (the report's figures run beside the card)."""
+    datasets = ["digiface", "ffhq", *(["gallery"] if config["gallery"]["root"] else [])]
+    jobs = [("demo_assets", "")] if config["demo"] else []
+    jobs += [(f"index_{dataset}", "") for dataset in datasets]
+    embedding_rules = [("embed", "merge_embeddings")]
+    if config["evaluation"]["recognizer"]:
+        embedding_rules.append(
+            ("embed_for_evaluation", "merge_embeddings_for_evaluation")
+        )
+        jobs += [("embed_generated", f"/{shard}") for shard in GENERATION_SHARDS]
+    for embed, merge in embedding_rules:
+        for dataset in datasets:
+            jobs += [(embed, f"/{dataset}/{shard}") for shard in EMBED_SHARDS[dataset]]
+            jobs.append((merge, f"/{dataset}"))
+    jobs += [(rule, "") for rule in ("estimate_delta", "plan", "hash_models")]
+    jobs += [("generate", f"/{shard}") for shard in GENERATION_SHARDS]
+    jobs += [(rule, "") for rule in ("aggregate", "evaluate")]
+    jobs += [(f"export_{format}", "") for format in config["export"]["formats"]]
+    return [results(f"benchmarks/{rule}{where}.tsv") for rule, where in jobs]
 
 
 def real_faces():

@@ -1,27 +1,22 @@
 rule report:
     input:
         manifest=results("manifest.parquet"),
-        models=results("models.json"),
         evaluation=results("evaluation.json"),
         tables=expand(
             results("evaluation/{table}.parquet"), table=stages.evaluate.TABLES
         ),
     output:
-        card=report(
-            results("dataset_card.json"),
-            caption="../report/dataset_card.rst",
-            category="1. Dataset",
-        ),
         samples=report(
             results("samples.png"),
             caption="../report/samples.rst",
             category="1. Dataset",
         ),
         certificate=report(
-            results("report/certificate.csv"),
+            results("report/certificate.html"),
             caption="../report/certificate.rst",
             category="2. Certificate",
         ),
+        certificate_table=results("report/certificate.csv"),
         figures=[
             report(
                 results(f"report/{figure}.png"),
@@ -42,10 +37,44 @@ rule report:
         *ENVMODULES["cpu"],
     params:
         config=settings(stages.report),
-        results=lambda wildcards, output: os.path.dirname(output.card),
+        results=lambda wildcards, input: os.path.dirname(input.manifest),
         figures=lambda wildcards, output: os.path.dirname(output.certificate),
     shell:
         "python -m digi2real report --config {params.config:q} --results {params.results}"
+        " --manifest {input.manifest} --evaluation {input.evaluation}"
+        " --samples {output.samples} --figures {params.figures} > {log} 2>&1"
+
+
+rule card:
+    input:
+        # Everything the card reports on is an input: it runs after the exports whose files it
+        # counts, and after the jobs whose benchmark files it sums.
+        manifest=results("manifest.parquet"),
+        models=results("models.json"),
+        evaluation=results("evaluation.json"),
+        exports=expand(results("export/{format}"), format=config["export"]["formats"]),
+        benchmarks=job_benchmarks,
+    output:
+        card=results("dataset_card.json"),
+        page=report(
+            results("report/dataset_card.html"),
+            caption="../report/dataset_card.rst",
+            category="1. Dataset",
+        ),
+    log:
+        results("logs/card.log"),
+    benchmark:
+        results("benchmarks/card.tsv")
+    conda:
+        "../../envs/cpu.yaml"
+    container:
+        CONTAINER
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings(stages.card),
+        results=lambda wildcards, input: os.path.dirname(input.manifest),
+    shell:
+        "python -m digi2real card --config {params.config:q} --results {params.results}"
         " --manifest {input.manifest} --models {input.models} --evaluation {input.evaluation}"
-        " --out {output.card} --samples {output.samples} --figures {params.figures}"
-        " > {log} 2>&1"
+        " --out {output.card} --page {output.page} {input.benchmarks} > {log} 2>&1"
