@@ -27,11 +27,18 @@ def stage_config(args, rule: str, **wildcards: str):
 
 
 def cmd_config(args) -> int:
+    """The resolved config, after the checks the workflow's dry run makes (model files,
+    dataset roots and their layouts, the selection): the same errors, the same lines."""
     import yaml
 
     from digi2real.config import load_config
+    from digi2real.preflight import preflight
 
-    print(yaml.safe_dump(load_config(args.config), sort_keys=False, allow_unicode=True), end="")
+    config = load_config(args.config)
+    said = preflight(config)
+    print(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), end="")
+    for line in said:
+        print(f"# {line}")
     return 0
 
 
@@ -349,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     except Digi2RealError as error:
         print(f"digi2real: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what was written whole stays, the rerun goes on
+        print(f"digi2real: {args.command} interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 
 
 if __name__ == "__main__":

@@ -199,8 +199,12 @@ def test_a_file_gives_the_stage_the_same_slice_as_the_workflow(tmp_path):
 
 
 def test_the_config_command_prints_the_resolved_config(tmp_path):
+    """After the dry run's checks, which a config whose models and data the demo builds
+    passes (the defaults' paths, models/ and data/, are not in the repository)."""
+    demo = yaml.safe_load((REPO / "demo.yaml").read_text())
+    given = {**demo, "plan": {**demo["plan"], "images_per_identity": 5}}
     path = tmp_path / "my.yaml"
-    path.write_text("plan: {images_per_identity: 5}\n")
+    path.write_text(yaml.safe_dump(given))
     result = subprocess.run(
         [sys.executable, "-m", "digi2real", "config", "--config", str(path)],
         capture_output=True,
@@ -209,8 +213,18 @@ def test_the_config_command_prints_the_resolved_config(tmp_path):
         cwd=REPO,
     )
     printed = yaml.safe_load(result.stdout)
-    assert printed == resolve_config({"plan": {"images_per_identity": 5}})
+    assert printed == resolve_config(given)
     assert list(printed) == list(cfg.schema()["properties"])  # config.yaml's order
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("plan: {images_per_identity: 5}\n")
+    failed = subprocess.run(
+        [sys.executable, "-m", "digi2real", "config", "--config", str(bare)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 2 and failed.stdout == ""
+    assert failed.stderr.startswith("digi2real: error: config key models.")
 
 
 # --- one module per rule ---------------------------------------------------------------------
@@ -231,3 +245,15 @@ def test_one_stage_module_per_rule_named_as_the_rule(tmp_path):
     ).stdout
     for rule in rules:
         assert rule.replace("_", "-") in cli, rule
+
+
+def test_an_interrupted_command_ends_in_one_line_with_the_shells_code(monkeypatch, capsys):
+    """Ctrl-C in a job: no traceback of KeyboardInterrupt in its log, exit code 130."""
+    from digi2real import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_config", interrupted)
+    assert cli.main(["config", "--config", "x.yaml"]) == 130
+    assert capsys.readouterr().err == "digi2real: config interrupted\n"

@@ -242,6 +242,8 @@ def test_a_rerun_with_other_settings_replaces_the_archived_images(
     with caplog.at_level("INFO", logger="digi2real"):
         assert run_in_process(config, inputs, shard) == 0
     assert "0 of 6 images reused" in caplog.text and "6 to generate" in caplog.text
+    # The log says the archived images were replaced, not only that none was reused.
+    assert "to be replaced: 0 loose, 6 in images.zip" in caplog.text
     ours, theirs = members(shard), members(reference)
     assert ours.keys() == theirs.keys()
     assert all(len(ours[n]) < len(theirs[n]) for n in ours if n.startswith("raw/"))

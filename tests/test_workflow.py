@@ -403,6 +403,8 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         results = workdir / "results"
         assert (results / f"logs/{name}.log").is_file(), rule
         assert (results / f"benchmarks/{name}.tsv").is_file(), rule
+        # Noise known to be harmless stays out of the logs (digi2real/__init__.py).
+        assert "requires torchvision" not in (results / f"logs/{name}.log").read_text(), rule
 
 
 # --- reruns -------------------------------------------------------------------------------
@@ -595,6 +597,46 @@ def test_preflight_stops_the_dry_run_naming_the_key(demo_root, zoo, tmp_path, ov
     output = result.stdout + result.stderr
     assert result.returncode != 0 and named in output, output[-2000:]
     assert "Job stats" not in output
+    # `digi2real config`, which README tells a user to run first, makes the same checks.
+    cli = subprocess.run(
+        [sys.executable, "-m", "digi2real", "config", "--config", "config.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 2 and cli.stdout == "", cli.stdout[-500:]
+    assert named in cli.stderr and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+
+
+def test_the_example_profiles_placeholders_are_refused_before_any_job(run, tmp_path):
+    workdir = copy_run(run, tmp_path / "profile")
+    remove_generation(workdir)
+    result = snakemake(workdir, "--profile", str(REPO / "profiles/slurm"), "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Job stats" not in output
+    assert (
+        "the profile's default-resources still say slurm_account: YOUR_ACCOUNT; replace it with "
+        "your account (sacctmgr show assoc user=$USER)"
+    ) in output
+
+
+def test_a_small_last_shard_asks_for_its_own_runtime(run, tmp_path):
+    """10 identities in shards of 4: the last shard has 2, and asks for half the time."""
+    import re
+
+    workdir = copy_run(run, tmp_path / "runtime")
+    remove_generation(workdir)
+    change_config(workdir, "cluster.seconds_per_image", 60.0)
+    output = snakemake(workdir, "-n").stdout
+    runtimes = {
+        int(shard): int(minutes)
+        for shard, minutes in re.findall(
+            r"rule generate:.*?wildcards: shard=(\d+).*?runtime=(\d+)", output, re.S
+        )
+    }
+    # 10 minutes, then each image twice over at cluster.seconds_per_image
+    full, last = (10 + 2 * identities * IMAGES_PER_IDENTITY for identities in (4, 2))
+    assert runtimes == {0: full, 1: full, 2: last}
 
 
 def test_a_selection_of_all_says_how_many_it_found(demo_root, zoo, tmp_path):
@@ -1070,3 +1112,86 @@ def test_a_recognizer_that_is_not_an_arcface_is_one_line_naming_the_key(run, dem
     named = f"config key evaluation.recognizer: {detector} is not an ArcFace recognition model"
     assert job.returncode == 2 and named in job.stderr, job.stderr[-2000:]
     assert "Traceback" not in job.stderr and not (tmp_path / "out.h5").exists()
+
+
+# --- README's commands, as written --------------------------------------------------------
+
+# README commands the tests cannot run here, and why. Every other command of README's bash
+# blocks runs, in order, in one shell, in a copy of this checkout.
+NOT_RUN_HERE = {
+    "make demo": "the demo workflow: this module runs it on the zoo (make test runs this file)",
+    "make test": "the suite itself",
+    "python3 -m venv .venv && source .venv/bin/activate": "a venv exists: the suite runs in it",
+    "pip install torch --index-url https://download.pytorch.org/whl/cu126": "a CUDA build",
+    "pip install -e '.[workflow,gpu]'": "the gpu extra, onnxruntime-gpu: CUDA",
+    "pip install --force-reinstall --no-deps onnxruntime-gpu": "CUDA",
+    "huggingface-cli download FoivosPar/Arc2Face --local-dir models/arc2face": "network",
+    "huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 --include 'vae/*' "
+    "'tokenizer/*' 'scheduler/*' --local-dir models/sd15": "network",
+    "CONDA_OVERRIDE_CUDA=12.9 snakemake --sdm conda --conda-create-envs-only "
+    "--configfile my.yaml": "conda (tests/test_envs.py checks the environments' contents)",
+}
+
+
+def readme_commands() -> list[str]:
+    """Every command of README's bash blocks, in order, its comment stripped."""
+    import re
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S):
+        for line in block.splitlines():
+            command = re.sub(r"\s+#\s.*$", "", line).strip()
+            if command:
+                commands.append(command)
+    return commands
+
+
+def test_every_command_readme_shows_runs_on_the_demo_as_written(run, tmp_path):
+    """README's commands, each as written, in a copy of the checkout where a run has been
+    made: `demo.yaml` and the edited `my.yaml` are that run's config (the demo's paths
+    substituted), `--profile slurm` finds a profile `./slurm` that runs the jobs here, and
+    `~` is a folder of the test's. A command that fails (a target read as a config file, a
+    missing required option) fails the test with its output."""
+    commands = readme_commands()
+    assert set(NOT_RUN_HERE) <= set(commands), set(NOT_RUN_HERE) - set(commands)
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        REPO,
+        checkout,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "results", "demo", ".snakemake", "__pycache__", "*.egg-info"
+        ),
+    )
+    (checkout / ".venv").symlink_to(Path(sys.prefix))
+    for name in ("results", ".snakemake"):
+        shutil.copytree(run / name, checkout / name, symlinks=True)
+    edited = (run / "config.yaml").read_text()  # the demo's run: its paths, its settings
+    (checkout / "demo.yaml").write_text(edited)
+    (checkout / "slurm").mkdir()  # `--profile slurm` looks in ./slurm first
+    (checkout / "slurm/config.yaml").write_text("cores: 2\nkeep-going: false\n")
+    script = ["set -euo pipefail"]
+    for command in commands:
+        if command in NOT_RUN_HERE:
+            continue
+        script += [f"echo '+ {command}' >&2", command]
+        if command == "cp config.yaml my.yaml":  # then the user edits it: the run's config
+            script.append("cat > my.yaml <<'EDITED'\n" + edited + "EDITED")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=checkout,
+        env={**env, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert (checkout / "report.html").stat().st_size > 100_000
+    assert (home / ".config/snakemake/slurm/config.yaml").read_text() == (
+        REPO / "profiles/slurm/config.yaml"
+    ).read_text()
+    # The dry run said what it would do before the run did it; the shard was made by hand last.
+    assert "Job stats" in result.stdout + result.stderr or "Nothing to be done" in result.stderr
+    assert (checkout / "results/shards/0/manifest.parquet").is_file()

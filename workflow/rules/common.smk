@@ -80,6 +80,21 @@ if workflow.is_main_process:
         )
 
 
+# profiles/slurm's placeholders, left in a lab's copy: refused here, not by sbatch for each job.
+PLACEHOLDERS = {
+    "YOUR_ACCOUNT": "your account (sacctmgr show assoc user=$USER)",
+    "YOUR_PARTITION": "a partition (sinfo -s)",
+}
+if workflow.is_main_process:
+    for resource in dict(workflow.resource_settings.default_resources or {}).values():
+        raw = str(getattr(resource, "raw", ""))
+        if raw in PLACEHOLDERS:
+            raise WorkflowError(
+                f"the profile's default-resources still say {resource.name}: {raw}; replace it "
+                f"with {PLACEHOLDERS[raw]} (README, A first cluster run, step 3)"
+            )
+
+
 onstart:
     if workflow.touch:
         raise WorkflowError(
@@ -205,10 +220,11 @@ def model_files(wildcards):
 
 def generation_runtime(wildcards, attempt):
     """Minutes for one generation shard: its images at cluster.seconds_per_image, twice
-    over for a slow node, plus model loading; half as much again on each retry."""
-    images = (
-        config["plan"]["identities_per_shard"] * config["plan"]["images_per_identity"]
-    )
+    over for a slow node, plus model loading; half as much again on each retry. The last
+    shard asks for what its own identities need, not a full shard's time."""
+    per_shard = config["plan"]["identities_per_shard"]
+    left = INPUT_COUNTS["digiface"] - int(wildcards.shard) * per_shard
+    images = max(1, min(per_shard, left)) * config["plan"]["images_per_identity"]
     minutes = 10 + 2 * images * config["cluster"]["seconds_per_image"] / 60
     return round(minutes * (1 + 0.5 * (attempt - 1)))
 
