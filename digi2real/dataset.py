@@ -188,23 +188,40 @@ def passed_by_identity(table: pa.Table, results: Path) -> dict[str, list[Archive
     return out
 
 
+def grid_columns(images_per_identity: list[int], cap: int) -> int:
+    """The sample grid's columns: the most images any shown identity has, at most `cap`, at
+    least one."""
+    return max(1, min(cap, max(images_per_identity, default=1)))
+
+
 def sample_grid(
     table: pa.Table, results: Path, path: Path, rows: int = 8, per_row: int = 8
 ) -> None:
-    """Passed aligned crops, one identity a row, labelled with the identity on the left: the
-    picture a person checks first."""
+    """Passed aligned crops, one identity a row, labelled on the left with the identity (whole,
+    on as many lines as it needs) and how many images passed: the picture a person checks
+    first. As many columns as the shown identity with the most images has, up to `per_row`."""
     from PIL import ImageDraw
 
+    from digi2real.plots import LINE, TILE, font, wrap_label
+
     by_identity = dict(list(passed_by_identity(table, results).items())[:rows])
-    label = 80  # pixels of the identity column
+    columns = grid_columns([len(images) for images in by_identity.values()], per_row)
+    label = 96  # pixels of the identity column
     grid = Image.new(
-        "RGB", (label + 112 * per_row, 112 * max(1, len(by_identity))), (255, 255, 255)
+        "RGB", (label + TILE * columns, TILE * max(1, len(by_identity))), (255, 255, 255)
     )
     draw = ImageDraw.Draw(grid)
+    if not by_identity:
+        draw.text((4, TILE // 2 - LINE // 2), "no passed images", fill=(0, 0, 0), font=font())
     for row, (identity, images) in enumerate(by_identity.items()):
-        draw.text((4, 112 * row + 50), identity[:12], fill=(0, 0, 0))
-        for col, image in enumerate(images[:per_row]):
+        lines = wrap_label(f"identity {identity}\n{len(images)} passed", label - 8)
+        top = TILE * row + max(2, (TILE - LINE * len(lines)) // 2)
+        for k, line in enumerate(lines):
+            draw.text((4, top + LINE * k), line, fill=(0, 0, 0), font=font())
+        for col, image in enumerate(images[:columns]):
             with image.open() as crop:
-                grid.paste(crop.convert("RGB"), (label + 112 * col, 112 * row))
+                grid.paste(
+                    crop.convert("RGB").resize((TILE, TILE)), (label + TILE * col, TILE * row)
+                )
     with atomic_path(path) as temporary:
         grid.save(temporary, format="PNG")

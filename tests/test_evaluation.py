@@ -298,12 +298,12 @@ def test_verification_histograms_count_every_pair():
 
 
 def test_histogram_bins_by_hand():
-    # Bins 0.01 wide from -1: -1 in bin 0, 0.005 in bin 100, 1 (and beyond, clipped) in the
-    # last, -1.5 clipped into the first.
-    values = np.array([-1.5, -1.0, -0.995, 0.005, 0.015, 0.999, 1.0, 1.2])
+    # 4000 bins 0.0005 wide from -1: -1 and -0.99975 in bin 0, -0.99925 in bin 1, 0.00025 in
+    # bin 2000, 0.99975 and 1 (and beyond, clipped) in the last, -1.5 clipped into the first.
+    values = np.array([-1.5, -1.0, -0.99975, -0.99925, 0.00025, 0.99975, 1.0, 1.2])
     counts = evaluation.histogram(values)["counts"]
-    expected = [0] * 200
-    for bin_ in (0, 0, 0, 100, 101, 199, 199, 199):
+    expected = [0] * 4000
+    for bin_ in (0, 0, 0, 1, 2000, 3999, 3999, 3999):
         expected[bin_] += 1
     assert counts == expected
 

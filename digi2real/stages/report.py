@@ -160,25 +160,30 @@ def _sources_by_identity(table) -> dict[str, list[str]]:
 
 
 def sources_beside_generated(table, roots: Roots) -> list:
-    """For the first ROWS kept identities: three DigiFace source images, then five passed
-    generated crops."""
+    """For the first ROWS kept identities: three DigiFace source images, a divider, then five
+    passed generated crops (plots.Section)."""
     from digi2real.dataset import passed_by_identity
+    from digi2real.plots import Section
 
     sources = _sources_by_identity(table)
     rows = []
     for identity, crops in list(passed_by_identity(table, roots.results).items())[:ROWS]:
-        row = [(roots.digiface / p, f"{identity} source") for p in sources.get(identity, [])[:3]]
-        row += [(crop, f"{identity} generated") for crop in crops[:5]]
-        rows.append(row)
-    return rows
+        row = [
+            (roots.digiface / p, f"identity {identity}\n{p}") for p in sources.get(identity, [])[:3]
+        ]
+        generated = [(crop, f"identity {identity}\n{crop.member}") for crop in crops[:5]]
+        rows.append((row, generated))
+    return [Section(("DigiFace source", "generated, passed"), rows)] if rows else []
 
 
 def colliding_pairs(tables: Path, table, roots: Roots) -> list:
     """The most similar generated identity pairs (two crops each), then the most similar
-    DigiFace source pairs (two source images each), labelled with their cosine."""
+    DigiFace source pairs (two source images each), each image labelled with its identity and
+    the pair's cosine, a divider between the two identities of a pair (plots.Section)."""
     import pyarrow.parquet as pq
 
     from digi2real.dataset import passed_by_identity
+    from digi2real.plots import Section, pair_label
 
     crops = passed_by_identity(table, roots.results)
     sources = {
@@ -189,39 +194,57 @@ def colliding_pairs(tables: Path, table, roots: Roots) -> list:
     for entry in pq.read_table(tables / "sources.parquet").to_pylist():
         if not sources.get(entry["identity"]) and entry["source_image"]:
             sources[entry["identity"]] = [roots.digiface / entry["source_image"]]
-    rows = []
-    for name, images in (("pairs", crops), ("source_pairs", sources)):
+    sections = []
+    for name, images, kind in (
+        ("pairs", crops, "generated"),
+        ("source_pairs", sources, "DigiFace source"),
+    ):
         pairs = pq.read_table(tables / f"{name}.parquet").slice(0, ROWS // 2).to_pylist()
-        for pair in pairs:
-            row = []
-            for side in ("identity_a", "identity_b"):
-                identity = pair[side]
-                for image in images.get(identity, [])[:2]:
-                    row.append((image, f"{identity} {pair['cosine']:.3f}"))
-            rows.append(row)
-    return rows
+        rows = [
+            tuple(
+                [
+                    (image, pair_label(pair[side], pair["cosine"]))
+                    for image in images.get(pair[side], [])[:2]
+                ]
+                for side in ("identity_a", "identity_b")
+            )
+            for pair in pairs
+        ]
+        sections.append(
+            Section(
+                (f"identity A: {kind}", f"identity B: {kind}"),
+                rows,
+                title=f"most similar {kind} identity pairs",
+            )
+        )
+    return sections if any(section.rows for section in sections) else []
 
 
 def leaks(tables: Path, table, roots: Roots) -> list:
     """The identities closest to a real face, generated and DigiFace source: a face of the
-    identity beside the real face it is nearest to, labelled with the cosine."""
+    identity labelled with the cosine, a divider, the real face it is nearest to labelled with
+    its path (plots.Section)."""
     import pyarrow.parquet as pq
 
     from digi2real.dataset import passed_by_identity
+    from digi2real.plots import Section, pair_label
 
     crops = passed_by_identity(table, roots.results)
-    rows = []
-    for name in ("identities", "sources"):
+    sections = []
+    for name, kind in (("identities", "generated"), ("sources", "DigiFace source")):
         listed = pq.read_table(tables / f"{name}.parquet").to_pylist()
         listed = [row for row in listed if row.get("nearest_real")]
         listed.sort(key=lambda row: -(row["nearest_real_cos"] or -2))
+        rows = []
         for entry in listed[: ROWS // 2]:
             identity, cosine = entry["identity"], entry["nearest_real_cos"]
             if name == "identities":
                 faces = crops.get(identity, [])[:2]
             else:
                 faces = [roots.digiface / entry["source_image"]] if entry["source_image"] else []
-            row = [(face, f"{identity} {cosine:.3f}") for face in faces]
-            row.append((roots.real(entry["nearest_real"]), entry["nearest_real"]))
-            rows.append(row)
-    return rows
+            row = [(face, pair_label(identity, cosine)) for face in faces]
+            rows.append((row, [(roots.real(entry["nearest_real"]), entry["nearest_real"])]))
+        sections.append(
+            Section((kind, "nearest real face"), rows, title=f"{kind} faces nearest to a real face")
+        )
+    return sections if any(section.rows for section in sections) else []
