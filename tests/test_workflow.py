@@ -717,6 +717,9 @@ def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode != 0, "interrupted before it finished"
     assert not (workdir / "results/manifest.parquet").exists()
+    # Ours reads as an interruption: no traceback in a job's log.
+    logs = generate_logs(workdir)
+    assert "Traceback" not in logs, logs
     snakemake(workdir)
     assert read_table(workdir / "results/manifest.parquet") == read_table(
         run / "results/manifest.parquet"
