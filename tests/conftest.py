@@ -1,5 +1,6 @@
 """Shared fixtures: the embedded demo assets (tiny models in the real layouts), built once."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,27 @@ from digi2real.demo import build_demo_assets
 REPO = Path(__file__).resolve().parents[1]
 
 
+# The PATH of the tests' local snakemake runs: first a `scontrol` that fails at once. The SLURM
+# executor plugin, which snakemake imports whatever the executor, asks `scontrol show config`
+# for the cluster's MinJobAge at import, with a 10 s timeout (plugin 2.8): once the SLURM tests
+# installed their cluster and took it down, every snakemake command would wait for it.
+LOCAL_SNAKEMAKE_PATH = os.pathsep.join([str(REPO / "tests/no_slurm"), os.environ["PATH"]])
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The SLURM tests last. Their cluster leaves `scontrol` installed, and once they take the
-    cluster down, every snakemake command after them waits 9 s for it: the SLURM executor
-    plugin, which snakemake imports whatever the executor, asks `scontrol show config` for the
-    cluster's MinJobAge at import, with a 10 s timeout (plugin 2.8)."""
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
+    """Groups for pytest-xdist (--dist loadgroup, pyproject.toml): the SLURM tests, first,
+    on one worker (they share one module's scenarios, and mostly wait for the cluster, while
+    the other workers go on); the workflow tests in two groups, each on a worker of its own
+    that makes the module's reference run once."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
+    workflow = 0
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif item.get_closest_marker("workflow"):
+            item.add_marker(pytest.mark.xdist_group(f"workflow-{workflow % 2}"))
+            workflow += 1
 
 
 @pytest.fixture(scope="session")

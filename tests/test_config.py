@@ -3,6 +3,7 @@ the workflow and the CLI, stage slices checked, one stage module per rule."""
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from snakemake.utils import update_config
 from digi2real import config as cfg
 from digi2real.config import config_slice, resolve_config, stage_config, stage_keys
 from digi2real.errors import ConfigError
+from tests.conftest import LOCAL_SNAKEMAKE_PATH
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = sorted(p.stem for p in (REPO / "digi2real/stages").glob("*.py") if p.stem != "__init__")
@@ -237,6 +239,7 @@ def test_one_stage_module_per_rule_named_as_the_rule(tmp_path):
         text=True,
         check=True,
         cwd=REPO,
+        env={**os.environ, "PATH": LOCAL_SNAKEMAKE_PATH},
     )
     rules = set(result.stdout.split()) - {"all"}
     assert rules == set(STAGES)

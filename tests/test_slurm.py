@@ -586,6 +586,7 @@ def test_a_failed_shard_is_rerun_alone_by_the_next_invocation(scenarios):
     again = rerun.again.check()
     assert sorted((rule, wc, state) for rule, wc, state, _ in again.jobs()) == [
         ("aggregate", "", "COMPLETED"),
+        ("card", "", "COMPLETED"),
         ("evaluate", "", "COMPLETED"),
         ("export_imagefolder", "", "COMPLETED"),
         ("export_recordio", "", "COMPLETED"),

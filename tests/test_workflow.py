@@ -19,7 +19,7 @@ from PIL import Image
 from digi2real.config import config_slice
 from digi2real.formats import Index, write_index
 from digi2real.stages import generate
-from tests.conftest import REPO, empty_model_layout, write_demo_config
+from tests.conftest import LOCAL_SNAKEMAKE_PATH, REPO, empty_model_layout, write_demo_config
 
 pytestmark = pytest.mark.workflow
 
@@ -35,6 +35,8 @@ FAST = {
     "generation.width": 64,
     "generation.steps": 4,
     "generation.batch_size": 4,
+    # One thread a generation job: on 2 cores two shards then generate at once.
+    "generation.cpu_threads": 1,
     "plan.images_per_identity": IMAGES_PER_IDENTITY,
     "plan.identities_per_shard": 4,
     "plan.min_source_images": 2,
@@ -63,12 +65,16 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
     ]
 
 
+def local_environment(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PATH": LOCAL_SNAKEMAKE_PATH, **extra}
+
+
 def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True):
     result = subprocess.run(
         snakemake_command(workdir, *args),
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env=local_environment(**(env or {})),
         timeout=900,
     )
     if check and result.returncode != 0:
@@ -707,7 +713,10 @@ def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
     workdir = copy_run(run, tmp_path / "interrupted")
     remove_generation(workdir)
     process = subprocess.Popen(
-        snakemake_command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        snakemake_command(workdir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=local_environment(),
     )
     deadline = time.monotonic() + 300
     while not list((workdir / "results/shards").glob("*/raw/*/*.jpg")):
@@ -945,6 +954,7 @@ def test_the_plans_gates_drop_exactly_the_planted_identities(run, tmp_path):
         "aggregate",
         "evaluate",
         "report",
+        "card",
         *EXPORTS,
     }
     snakemake(workdir)
@@ -1181,7 +1191,7 @@ def test_every_command_readme_shows_runs_on_the_demo_as_written(run, tmp_path):
             script.append("cat > my.yaml <<'EDITED'\n" + edited + "EDITED")
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env = {k: v for k, v in local_environment().items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     result = subprocess.run(
         ["bash", "-c", "\n".join(script)],
         cwd=checkout,
