@@ -19,20 +19,17 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL_SNAKEMAKE_PATH = os.pathsep.join([str(REPO / "tests/no_slurm"), os.environ["PATH"]])
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist (--dist loadgroup, pyproject.toml): the SLURM tests, first,
-    on one worker (they share one module's scenarios, and mostly wait for the cluster, while
-    the other workers go on); the workflow tests in two groups, each on a worker of its own
-    that makes the module's reference run once."""
-    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
-    workflow = 0
-    for item in items:
+    """The longest modules first, so that pytest-xdist (--dist loadscope, pyproject.toml)
+    starts them at once on workers of their own: the SLURM tests (which mostly wait for the
+    cluster, while the other workers go on), then the workflow tests."""
+
+    def order(item) -> int:
         if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-        elif item.get_closest_marker("workflow"):
-            item.add_marker(pytest.mark.xdist_group(f"workflow-{workflow % 2}"))
-            workflow += 1
+            return 0
+        return 1 if item.get_closest_marker("workflow") else 2
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +109,27 @@ def mxnet_python(tmp_path_factory) -> Path:
             pytest.fail(f"cannot install {' '.join(MXNET)}: {error}\n{stderr[-2000:]}")
         pytest.skip(f"no MXNet wheel for {platform.machine()}")
     return python
+
+
+# --- the workflow tests' inputs and reference run (tests/workflow_runs.py) ---------------------
+
+
+@pytest.fixture(scope="module")
+def zoo(demo_root, tmp_path_factory):
+    """The demo's data plus every kind of bad input a real folder holds."""
+    from tests.workflow_runs import make_zoo
+
+    return make_zoo(demo_root, tmp_path_factory.mktemp("zoo"))
+
+
+@pytest.fixture(scope="module")
+def run(demo_root, zoo, tmp_path_factory) -> Path:
+    """One complete, uninterrupted run, made once for each module that asks for it: the
+    reference its tests compare with. Every listing of an input folder it made is in
+    listings.log in its folder."""
+    from tests.workflow_runs import configure, snakemake, watching_listings
+
+    workdir = tmp_path_factory.mktemp("run")
+    configure(workdir, demo_root, *zoo)
+    snakemake(workdir, env=watching_listings(workdir / "listings.log", *zoo))
+    return workdir

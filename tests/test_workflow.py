@@ -1,14 +1,13 @@
-"""The Snakemake workflow end to end on the demo, with a zoo of bad inputs, and its contracts."""
+"""The Snakemake workflow end to end on the demo, with a zoo of bad inputs: its contracts, its
+reruns, its errors, its certificate and report, and every command README shows."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,171 +18,29 @@ from PIL import Image
 from digi2real.config import config_slice
 from digi2real.formats import Index, write_index
 from digi2real.stages import generate
-from tests.conftest import LOCAL_SNAKEMAKE_PATH, REPO, empty_model_layout, write_demo_config
+from tests.conftest import REPO, empty_model_layout
+from tests.workflow_runs import (
+    AFTER_AGGREGATE,
+    EXPORTS,
+    FAST,
+    IDENTITIES,
+    IMAGES_PER_IDENTITY,
+    change_config,
+    configure,
+    copy_run,
+    generate_logs,
+    local_environment,
+    planned_jobs,
+    raw_images,
+    read_table,
+    remove_generation,
+    reused_and_made,
+    snakemake,
+    snakemake_command,
+    stored,
+)
 
 pytestmark = pytest.mark.workflow
-
-# The demo's exports (demo.yaml): rerun whenever the manifest changes.
-EXPORTS = {"export_recordio": 1, "export_webdataset": 1, "export_imagefolder": 1}
-# What a new manifest reruns: a change to the quality filter, or a shard made again.
-AFTER_AGGREGATE = {"aggregate": 1, "evaluate": 1, "report": 1, **EXPORTS, "card": 1, "all": 1}
-
-IDENTITIES = 10
-IMAGES_PER_IDENTITY = 4
-FAST = {
-    "generation.height": 64,
-    "generation.width": 64,
-    "generation.steps": 4,
-    "generation.batch_size": 4,
-    # One thread a generation job: on 2 cores two shards then generate at once.
-    "generation.cpu_threads": 1,
-    "plan.images_per_identity": IMAGES_PER_IDENTITY,
-    "plan.identities_per_shard": 4,
-    "plan.min_source_images": 2,
-    "quality.face": {"det_size": 128},
-    # demo.yaml's plan gates drop its planted identities 5 and 7: here off, so that only 8 and
-    # 9 are skipped; test_the_plans_gates_drop_exactly_the_planted_identities turns them on.
-    "plan.max_prototype_similarity": None,
-    "plan.max_real_similarity": None,
-}
-
-
-def snakemake_command(workdir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
-
-
-def local_environment(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PATH": LOCAL_SNAKEMAKE_PATH, **extra}
-
-
-def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True):
-    result = subprocess.run(
-        snakemake_command(workdir, *args),
-        capture_output=True,
-        text=True,
-        env=local_environment(**(env or {})),
-        timeout=900,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
-    """Job counts of a dry run, from its 'Job stats' table."""
-    output = snakemake(workdir, "-n", *args).stdout
-    if "Nothing to be done" in output:
-        return {}
-    table = output.split("Job stats:")[1].split("\n\n")[0].splitlines()[3:]
-    return {row.split()[0]: int(row.split()[1]) for row in table if row.split()[0] != "total"}
-
-
-def make_zoo(demo_root: Path, folder: Path) -> tuple[Path, Path]:
-    """The demo's data plus every kind of bad input a real folder holds."""
-    digiface = folder / "digiface"
-    shutil.copytree(demo_root / "digiface", digiface)
-    good = (digiface / "0/0.png").read_bytes()
-    (digiface / "0/6.png").write_bytes(good[: len(good) // 2])  # truncated
-    (digiface / "0/7.png").write_bytes(b"")  # zero bytes
-    (digiface / "0/8.png").write_text("not an image\n")  # not an image
-    (digiface / "0/notes.txt").write_text("ignored: not an image file name\n")
-    rgb = np.asarray(Image.open(digiface / "1/0.png").convert("RGB"))
-    alpha = np.full(rgb.shape[:2], 255, np.uint8)
-    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(digiface / "1/0.png")
-    cv2.imwrite(str(digiface / "1/1.png"), rgb[..., ::-1].astype(np.uint16) * 257)  # 16-bit RGB
-    (digiface / "8").mkdir()  # an empty identity folder
-    (digiface / "9").mkdir()
-    for k in range(3):  # an identity whose images hold no face
-        Image.new("RGB", (112, 112), (90, 110, 160)).save(digiface / f"9/{k}.png")
-    ffhq = folder / "ffhq"
-    shutil.copytree(demo_root / "ffhq/thumbnails128x128", ffhq)
-    (ffhq / "00000/00998.png").write_bytes(b"")
-    (ffhq / "00000/00999.png").write_bytes(good[:100])
-    return digiface, ffhq
-
-
-def configure(folder: Path, demo_root: Path, digiface: Path, ffhq: Path, **overrides) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_demo_config(
-        folder,
-        demo_root,
-        **{
-            "demo": None,
-            "digiface.root": str(digiface),
-            "digiface.selection": {"mode": "range", "start": 0, "count": IDENTITIES},
-            "ffhq.root": str(ffhq),
-            "ffhq.count": None,
-            **FAST,
-            **overrides,
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def zoo(demo_root, tmp_path_factory):
-    return make_zoo(demo_root, tmp_path_factory.mktemp("zoo"))
-
-
-def watching_listings(log: Path, *folders: Path) -> dict[str, str]:
-    """The environment under which every Python process of a run logs each listing it makes of
-    a folder under `folders` to `log` (tests/listings/sitecustomize.py)."""
-    path = os.pathsep.join(
-        filter(None, [str(REPO / "tests/listings"), os.environ.get("PYTHONPATH")])
-    )
-    watched = os.pathsep.join(str(folder.resolve()) for folder in folders)
-    return {"PYTHONPATH": path, "DIGI2REAL_LISTINGS": str(log), "DIGI2REAL_WATCHED": watched}
-
-
-@pytest.fixture(scope="module")
-def run(demo_root, zoo, tmp_path_factory) -> Path:
-    """One complete, uninterrupted run: the reference the other tests compare with. Every
-    listing of an input folder it made is in listings.log beside it."""
-    workdir = tmp_path_factory.mktemp("run")
-    configure(workdir, demo_root, *zoo)
-    snakemake(workdir, env=watching_listings(workdir.parent / "listings.log", *zoo))
-    return workdir
-
-
-def copy_run(run: Path, folder: Path) -> Path:
-    """A copy of a finished run, Snakemake's metadata and file times included."""
-    shutil.copytree(run, folder, symlinks=True, dirs_exist_ok=True)
-    return folder
-
-
-def remove_generation(workdir: Path) -> None:
-    """Back to the state before any generation job ran: the plans and Δ stay."""
-    results = workdir / "results"
-    for name in ("shards", "export"):
-        shutil.rmtree(results / name)
-    for name in ("manifest.parquet", "manifest.csv", "dataset_card.json", "samples.png"):
-        (results / name).unlink()
-
-
-def stored(results: Path, row: dict, column: str = "aligned_path") -> bytes:
-    """An image of a manifest row, from its shard's archive (read with the standard library)."""
-    with zipfile.ZipFile(results / row["archive"]) as archive:
-        return archive.read(row[column])
-
-
-def read_table(path: Path) -> list[dict]:
-    """Rows with NaN spelt "nan", so that equal manifests compare equal."""
-    return [
-        {k: "nan" if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()}
-        for row in pq.read_table(path).to_pylist()
-    ]
 
 
 # --- contracts --------------------------------------------------------------------------
@@ -197,7 +54,7 @@ def test_each_input_folder_is_listed_once_per_run(run, zoo):
     from digi2real.layout import SUBJECTS_CHECKED_PER_PART
 
     digiface, ffhq = (folder.resolve() for folder in zoo)
-    lines = (run.parent / "listings.log").read_text().splitlines()
+    lines = (run / "listings.log").read_text().splitlines()
     listings: dict[str, int] = {}
     for line in lines:
         folder = line.split("\t")[1]
@@ -614,6 +471,16 @@ def test_preflight_stops_the_dry_run_naming_the_key(demo_root, zoo, tmp_path, ov
     assert named in cli.stderr and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
 
 
+def test_a_digiface_root_that_is_not_one_fails_the_dry_run_in_one_line(demo_root, zoo, tmp_path):
+    """`root: demo`: its models/ and ffhq/ folders beside digiface/ would be identities, and
+    FFHQ's faces a rendered one; the dry run refuses it, and `digi2real config` alike."""
+    configure(tmp_path, demo_root, *zoo, **{"digiface.root": str(demo_root)})
+    result = snakemake(tmp_path, "-n", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Job stats" not in output
+    assert "config key digiface.root: " in output and "not a DigiFace part folder" in output
+
+
 def test_the_example_profiles_placeholders_are_refused_before_any_job(run, tmp_path):
     workdir = copy_run(run, tmp_path / "profile")
     remove_generation(workdir)
@@ -733,120 +600,6 @@ def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
     assert read_table(workdir / "results/manifest.parquet") == read_table(
         run / "results/manifest.parquet"
     )
-
-
-# --- image keys: a rerun remakes exactly the images whose settings changed -------------------
-
-
-def generate_logs(workdir: Path) -> str:
-    return "".join(p.read_text() for p in sorted((workdir / "results/logs/generate").glob("*.log")))
-
-
-def reused_and_made(workdir: Path) -> tuple[int, int]:
-    """Images reused and generated by the last generation jobs, from their logs."""
-    import re
-
-    reused = r"(\d+) of \d+ images reused \(their keys match[^)]*\), (\d+) to generate"
-    counts = re.findall(reused, generate_logs(workdir))
-    return sum(int(r) for r, _ in counts), sum(int(m) for _, m in counts)
-
-
-def raw_images(workdir: Path) -> dict[tuple[str, int], bytes]:
-    rows = read_table(workdir / "results/manifest.parquet")
-    return {
-        (r["identity"], r["image_index"]): stored(workdir / "results", r, "raw_path")
-        for r in rows
-        if r["raw_path"]
-    }
-
-
-def change_config(workdir: Path, dotted: str, value) -> None:
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
-    node = config
-    *parents, last = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    # reused_and_made reads the next run's
-    shutil.rmtree(workdir / "results/logs/generate", ignore_errors=True)
-
-
-GENERATED = 8 * IMAGES_PER_IDENTITY  # identities 8 and 9 are skipped (no usable source image)
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        "generation.steps",
-        "generation.height",
-        "delta.scale",
-        "ffhq.count",  # another FFHQ subset: another Δ
-        "model file changed in place",
-    ],
-)
-def test_a_setting_that_changes_pixels_remakes_every_image(run, tmp_path, change):
-    workdir = copy_run(run, tmp_path / "changed")
-    if change == "model file changed in place":
-        from digi2real.demo.hf_models import write_vae
-
-        config = yaml.safe_load((workdir / "config.yaml").read_text())
-        vae = workdir / "vae"
-        shutil.copytree(config["models"]["vae"], vae)
-        change_config(workdir, "models.vae", str(vae))
-        snakemake(workdir)  # the same VAE at another path: every image reused
-        assert reused_and_made(workdir) == (GENERATED, 0)
-        (vae / "README.md").write_text("notes beside the weights, not read by the loader\n")
-        assert planned_jobs(workdir) == {}  # the model's hash covers what the loader reads
-        write_vae(vae, seed=7)  # other weights, same path
-        shutil.rmtree(workdir / "results/logs/generate")
-    else:
-        new = {
-            "generation.steps": 5,
-            "generation.height": 56,
-            "delta.scale": 0.5,
-            "ffhq.count": 12,
-        }[change]
-        change_config(workdir, change, new)
-    snakemake(workdir)
-    assert reused_and_made(workdir) == (0, GENERATED)
-    before, after = raw_images(run), raw_images(workdir)
-    assert before.keys() == after.keys() and all(after[k] != before[k] for k in before)
-    keys = {r["image_key"] for r in read_table(workdir / "results/manifest.parquet")} - {""}
-    old = {r["image_key"] for r in read_table(run / "results/manifest.parquet")} - {""}
-    assert len(keys) == len(old) == GENERATED and not keys & old
-
-
-def test_more_images_per_identity_generates_only_the_new_ones(run, tmp_path):
-    workdir = copy_run(run, tmp_path / "more")
-    change_config(workdir, "plan.images_per_identity", IMAGES_PER_IDENTITY + 2)
-    snakemake(workdir)
-    assert reused_and_made(workdir) == (GENERATED, 8 * 2)
-    before, after = raw_images(run), raw_images(workdir)
-    assert all(after[k] == before[k] for k in before)  # bitwise: the same settings made them
-    assert len(after) == len(before) + 8 * 2
-    card = json.loads((workdir / "results/dataset_card.json").read_text())
-    # 10 identities selected, 2 of them skipped by the plan (8: no image, 9: no face)
-    assert card["images"]["planned"] == 8 * (IMAGES_PER_IDENTITY + 2)
-
-
-def test_a_lost_record_or_a_foreign_image_is_made_again(run, tmp_path):
-    """A loose raw file without its record (a kill between the two, or another run's file left
-    in the folder) is never taken for this run's image. (An archived image is taken only when
-    its member's comment is its key: tests/test_shards.py.)"""
-    workdir = copy_run(run, tmp_path / "foreign")
-    shard = workdir / "results/shards/0"
-    # Back to the shard as it was before its commit: its raw images loose, no archive.
-    with zipfile.ZipFile(shard / "images.zip") as archive:
-        archive.extractall(shard, [n for n in archive.namelist() if n.startswith("raw/")])
-    (shard / "images.zip").unlink()
-    records = (shard / "records.jsonl").read_text().splitlines()
-    (shard / "records.jsonl").write_text("\n".join(records[2:]) + "\n{cut short")
-    shutil.rmtree(workdir / "results/logs/generate")
-    # README's way to redo a shard: name its manifest as the target, with --forcerun.
-    snakemake(workdir, "--forcerun", "results/shards/0/manifest.parquet")
-    assert reused_and_made(workdir) == (4 * IMAGES_PER_IDENTITY - 2, 2)
-    assert raw_images(workdir) == raw_images(run)
 
 
 # --- the certificate: evaluation, gates and report -------------------------------------------
