@@ -1,6 +1,7 @@
 """Shared fixtures: the embedded demo assets (tiny models in the real layouts), built once."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,22 +115,44 @@ def mxnet_python(tmp_path_factory) -> Path:
 # --- the workflow tests' inputs and reference run (tests/workflow_runs.py) ---------------------
 
 
-@pytest.fixture(scope="module")
-def zoo(demo_root, tmp_path_factory):
-    """The demo's data plus every kind of bad input a real folder holds."""
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The folder `name`, made by `make(folder)` once in this test session: by the first
+    pytest-xdist worker that asks, the others waiting for it (a lock) and reading it. Without
+    xdist, in this session's own temporary folder."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker failed making it
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def zoo(demo_root, tmp_path_factory) -> tuple[Path, Path]:
+    """The demo's data plus every kind of bad input a real folder holds: the DigiFace and FFHQ
+    roots (read only; one for the whole session)."""
     from tests.workflow_runs import make_zoo
 
-    return make_zoo(demo_root, tmp_path_factory.mktemp("zoo"))
+    folder = made_once(tmp_path_factory, "zoo", lambda folder: make_zoo(demo_root, folder))
+    return folder / "digiface", folder / "ffhq"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(demo_root, zoo, tmp_path_factory) -> Path:
-    """One complete, uninterrupted run, made once for each module that asks for it: the
-    reference its tests compare with. Every listing of an input folder it made is in
-    listings.log in its folder."""
+    """One complete, uninterrupted run, made once for the whole session: the reference the
+    workflow tests compare with (they copy it, never change it). Every listing of an input
+    folder it made is in listings.log in its folder."""
     from tests.workflow_runs import configure, snakemake, watching_listings
 
-    workdir = tmp_path_factory.mktemp("run")
-    configure(workdir, demo_root, *zoo)
-    snakemake(workdir, env=watching_listings(workdir / "listings.log", *zoo))
-    return workdir
+    def make(workdir: Path) -> None:
+        configure(workdir, demo_root, *zoo)
+        snakemake(workdir, env=watching_listings(workdir / "listings.log", *zoo))
+
+    return made_once(tmp_path_factory, "run", make)

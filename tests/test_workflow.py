@@ -28,7 +28,6 @@ from tests.workflow_runs import (
     change_config,
     configure,
     copy_run,
-    generate_logs,
     local_environment,
     planned_jobs,
     raw_images,
@@ -36,7 +35,6 @@ from tests.workflow_runs import (
     remove_generation,
     reused_and_made,
     snakemake,
-    snakemake_command,
     stored,
 )
 
@@ -270,93 +268,6 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         assert "requires torchvision" not in (results / f"logs/{name}.log").read_text(), rule
 
 
-# --- reruns -------------------------------------------------------------------------------
-
-
-def test_changing_a_threshold_reruns_only_aggregation(run, tmp_path):
-    workdir = copy_run(run, tmp_path / "threshold")
-    assert planned_jobs(workdir) == {}
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
-    config["quality"]["min_det_score"] = 0.99
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    assert planned_jobs(workdir) == AFTER_AGGREGATE
-    snakemake(workdir)
-    rows = read_table(workdir / "results/manifest.parquet")
-    assert all(r["det_score"] >= 0.99 for r in rows if r["passed"])
-    assert any(r["reject_reason"] == "low_det_score" for r in rows)
-
-
-def test_killed_shard_resumes_to_the_uninterrupted_result(run, tmp_path):
-    workdir = copy_run(run, tmp_path / "kill")
-    remove_generation(workdir)
-    killed = snakemake(workdir, env={"DIGI2REAL_KILL_AFTER_IMAGES": "6"}, check=False)
-    assert killed.returncode != 0
-    started = list((workdir / "results/shards").iterdir())
-    killed = [folder for folder in started if not (folder / "manifest.parquet").exists()]
-    # Shard 2 holds only the two skipped identities: nothing to generate, nothing to kill.
-    assert killed and {folder.name for folder in started} - {f.name for f in killed} <= {"2"}
-    for folder in killed:
-        assert len(list(folder.glob("raw/*/*.jpg"))) == 6, "killed after its 6th image"
-        assert not [p for p in folder.rglob("*") if p.name.startswith(".")], "no partial file"
-        assert not (folder / "images.zip").exists()
-    snakemake(workdir)
-    assert read_table(workdir / "results/manifest.parquet") == read_table(
-        run / "results/manifest.parquet"
-    )
-    # Each committed shard: its archive, bitwise the uninterrupted one's, and a few files.
-    archives = sorted((run / "results/shards").glob("*/images.zip"))
-    assert len(archives) == 3
-    for archive in archives:
-        twin = workdir / archive.relative_to(run)
-        assert twin.read_bytes() == archive.read_bytes(), archive
-        # records.jsonl: the journal, absent where nothing was generated (shard 2)
-        files = {p.name for p in twin.parent.rglob("*")} - {"records.jsonl"}
-        assert files == {"images.zip", "manifest.parquet", "manifest.csv", "embeddings.h5"}
-
-
-def test_a_failed_shard_leaves_the_others_and_only_it_reruns(run, tmp_path):
-    workdir = copy_run(run, tmp_path / "fail")
-    remove_generation(workdir)
-    failed = snakemake(workdir, "--keep-going", env={"DIGI2REAL_FAIL_SHARDS": "1"}, check=False)
-    assert failed.returncode != 0
-    shards = workdir / "results/shards"
-    assert (shards / "0/manifest.parquet").is_file() and (shards / "2/manifest.parquet").is_file()
-    assert not (shards / "1/manifest.parquet").exists()
-    assert planned_jobs(workdir) == {"generate": 1, **AFTER_AGGREGATE}
-    snakemake(workdir)
-    assert read_table(workdir / "results/manifest.parquet") == read_table(
-        run / "results/manifest.parquet"
-    )
-
-
-def test_shard_size_does_not_change_the_images(run, tmp_path):
-    workdir = copy_run(run, tmp_path / "shards")
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
-    config["plan"]["identities_per_shard"] = 3
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    assert planned_jobs(workdir)["generate"] == 4
-    remove_generation(workdir)
-    snakemake(workdir)
-    ours = {
-        (r["identity"], r["image_index"]): r
-        for r in read_table(workdir / "results/manifest.parquet")
-    }
-    theirs = {
-        (r["identity"], r["image_index"]): r for r in read_table(run / "results/manifest.parquet")
-    }
-    assert ours.keys() == theirs.keys()
-    for key, row in ours.items():
-        other = theirs[key]
-        moved = ("shard", "archive")
-        assert {k: v for k, v in row.items() if k not in moved} == {
-            k: v for k, v in other.items() if k not in moved
-        }, key
-        for column in ("raw_path", "aligned_path"):
-            if row[column]:
-                mine = stored(workdir / "results", row, column)
-                assert mine == stored(run / "results", other, column), key
-
-
 # --- config errors ------------------------------------------------------------------------
 
 
@@ -391,28 +302,6 @@ def test_invalid_config_is_one_error_naming_the_key(demo_root, zoo, tmp_path, ov
     message = cli.stderr.strip().removeprefix("digi2real: error: ")
     assert named in message and "\n" not in message
     assert message.split(": ", 1)[1] in output
-
-
-@pytest.mark.parametrize(
-    "mode, named",
-    [
-        (["--touch"], "--touch would mark generation shards done whose images do not exist"),
-        (
-            ["--shared-fs-usage", "persistence", "software-deployment", "sources"],
-            "--shared-fs-usage must include input-output",
-        ),
-    ],
-)
-def test_modes_that_copy_or_fake_only_declared_files_are_refused(run, tmp_path, mode, named):
-    """A shard's images.zip is read by later jobs without being a declared output (a rerun
-    reuses its images): a mode that would not see it as it is stops, in one line, first."""
-    workdir = copy_run(run, tmp_path / "modes")
-    (workdir / "results/dataset_card.json").unlink()  # something to do
-    result = snakemake(workdir, *mode, check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0 and named in output, output[-2000:]
-    assert "needs its results folder on a file system every job shares" in output
-    assert not (workdir / "results/dataset_card.json").exists()
 
 
 def test_missing_model_file_is_one_line_naming_the_key(demo_root, zoo, tmp_path):
@@ -493,37 +382,11 @@ def test_the_example_profiles_placeholders_are_refused_before_any_job(run, tmp_p
     ) in output
 
 
-def test_a_small_last_shard_asks_for_its_own_runtime(run, tmp_path):
-    """10 identities in shards of 4: the last shard has 2, and asks for half the time."""
-    import re
-
-    workdir = copy_run(run, tmp_path / "runtime")
-    remove_generation(workdir)
-    change_config(workdir, "cluster.seconds_per_image", 60.0)
-    output = snakemake(workdir, "-n").stdout
-    runtimes = {
-        int(shard): int(minutes)
-        for shard, minutes in re.findall(
-            r"rule generate:.*?wildcards: shard=(\d+).*?runtime=(\d+)", output, re.S
-        )
-    }
-    # 10 minutes, then each image twice over at cluster.seconds_per_image
-    full, last = (10 + 2 * identities * IMAGES_PER_IDENTITY for identities in (4, 2))
-    assert runtimes == {0: full, 1: full, 2: last}
-
-
 def test_a_selection_of_all_says_how_many_it_found(demo_root, zoo, tmp_path):
     configure(tmp_path, demo_root, *zoo, **{"digiface.selection": {"start": 3}})
     result = snakemake(tmp_path, "-n")
     assert f"digiface: all 7 identities under {zoo[0]} from number 3 on" in result.stderr
     assert planned_jobs(tmp_path)["generate"] == 2  # 7 identities in shards of 4
-
-
-def test_one_shard_first_runs_one_generation_job(run, tmp_path):
-    """README's "Run one shard first": its target and what it needs, nothing more."""
-    workdir = copy_run(run, tmp_path / "one")
-    remove_generation(workdir)
-    assert planned_jobs(workdir, "results/shards/0/manifest.parquet") == {"generate": 1}
 
 
 def test_readme_step_two_config_runs_a_real_runs_settings(tmp_path):
@@ -569,37 +432,6 @@ def test_readme_step_two_config_runs_a_real_runs_settings(tmp_path):
     # The job is handed exactly the slice of what `digi2real config` prints that it reads.
     assert sliced == config_slice(resolved, generate.CONFIG_KEYS)
     assert resolved["plan"]["identities_per_shard"] == 100
-
-
-def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
-    """Ctrl-C to snakemake alone, mid-shard, then the same command: no IncompleteFilesException,
-    and the result of an uninterrupted run."""
-    import signal
-    import time
-
-    workdir = copy_run(run, tmp_path / "interrupted")
-    remove_generation(workdir)
-    process = subprocess.Popen(
-        snakemake_command(workdir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=local_environment(),
-    )
-    deadline = time.monotonic() + 300
-    while not list((workdir / "results/shards").glob("*/raw/*/*.jpg")):
-        assert process.poll() is None and time.monotonic() < deadline, "no image was written"
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode != 0, "interrupted before it finished"
-    assert not (workdir / "results/manifest.parquet").exists()
-    # Ours reads as an interruption: no traceback in a job's log.
-    logs = generate_logs(workdir)
-    assert "Traceback" not in logs, logs
-    snakemake(workdir)
-    assert read_table(workdir / "results/manifest.parquet") == read_table(
-        run / "results/manifest.parquet"
-    )
 
 
 # --- the certificate: evaluation, gates and report -------------------------------------------
@@ -683,16 +515,6 @@ def test_the_report_builds_one_page_with_the_certificates_figures(run, tmp_path)
     summed = [path for path in benchmarks if path.stem not in ("report", "card")]
     assert sum(card["job_seconds"]["jobs_by_rule"].values()) == len(summed)
     assert set(card["job_seconds"]["by_rule"]) >= {"plan", "generate", "aggregate", "evaluate"}
-
-
-def test_the_card_is_made_after_what_it_reports(run, tmp_path):
-    """The card counts the exports' files and sums every job's benchmark: it depends on them,
-    so an export made again remakes the card after it, and never the other way round."""
-    workdir = copy_run(run, tmp_path / "card")
-    shutil.rmtree(workdir / "results/export/recordio")
-    assert planned_jobs(workdir) == {"export_recordio": 1, "card": 1, "all": 1}
-    (workdir / "results/benchmarks/plan.tsv").unlink()
-    assert planned_jobs(workdir)["plan"] == 1
 
 
 def test_the_plans_gates_drop_exactly_the_planted_identities(run, tmp_path):
