@@ -481,7 +481,11 @@ start_slurm() {
 		stop_by_pidfiles slurmd="$SLURMD_PID" slurmctld="$CTLD_PID"
 	fi
 	if ! pid_alive "$CTLD_PID"; then
-		/usr/sbin/slurmctld </dev/null >>"$LOG_DIR/slurmctld.stdout" 2>&1
+		# -c: a controller that is not running was stopped without `down` (killed,
+		# or the machine or session ended). The jobs it saved have no snakemake
+		# waiting for them any more; recovered, one holds the node until its time
+		# limit and `up` times out waiting for an idle node (seen in CI).
+		/usr/sbin/slurmctld -c </dev/null >>"$LOG_DIR/slurmctld.stdout" 2>&1
 	fi
 	if ! pid_alive "$SLURMD_PID"; then
 		/usr/sbin/slurmd </dev/null >>"$LOG_DIR/slurmd.stdout" 2>&1

@@ -627,6 +627,53 @@ def test_a_preempted_shard_stops_cleanly_and_its_retry_resumes(scenarios):
     assert_same_images(ours, theirs, "shards/0/images.zip")
 
 
+# --- a cluster killed, not taken down ---------------------------------------------------------
+
+STATE_DIR = Path("/tmp/digi2real-slurm")  # local_slurm.sh's default, which the tests use
+DAEMON_PID_FILES = ("run/slurmctld.pid", "run/slurmd.pid", "run/slurmdbd.pid")
+DAEMON_PID_FILES += ("munge/munged.pid", "mysql/mysqld.pid")
+
+
+def kill_the_cluster() -> None:
+    """SIGKILL to every daemon and job process, as when a machine or a session ends without
+    `local_slurm.sh down`: slurmctld's saved state still holds the running job."""
+    for name in DAEMON_PID_FILES:
+        pid_file = STATE_DIR / name
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    subprocess.run(["pkill", "-KILL", "-x", "slurmstepd"], check=False)
+    subprocess.run(["pkill", "-KILL", "-f", f"{STATE_DIR}/slurmd/job"], check=False)
+
+
+def squeue(*args: str) -> str:
+    """The queue's jobs as "<id> <state>" lines."""
+    result = subprocess.run(["squeue", "-h", "-o", "%i %t", *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_up_after_a_killed_cluster_finds_the_node_free(cluster):
+    """The next `up` drops the jobs of a cluster that was killed (no snakemake waits for them):
+    recovered, one held the node until its time limit and `up` timed out (seen in CI)."""
+    sbatch = ["sbatch", "--parsable", "-A", ACCOUNT, "-p", PARTITION, "-o", "/dev/null"]
+    job = subprocess.run(
+        [*sbatch, "--time=30", "--wrap", "sleep 1800"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    deadline = time.monotonic() + 60
+    while squeue("-j", job) != f"{job} R":
+        assert time.monotonic() < deadline, f"job {job} did not start in 60 s"
+        time.sleep(1)
+    kill_the_cluster()
+    up = subprocess.run([SCRIPT, "up"], capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, f"local_slurm.sh up failed:\n{up.stderr[-3000:]}"
+    assert squeue() == "", "the killed cluster's job is back"
+    nodes = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    assert nodes.stdout.strip() == "idle", nodes
+
+
 # --- how many submissions a big run makes (dry runs, no cluster needed) ------------------------
 
 
