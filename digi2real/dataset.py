@@ -15,7 +15,7 @@ from PIL import Image
 
 from digi2real.atomic import atomic_path
 from digi2real.config import Config
-from digi2real.formats import ArchivedImage
+from digi2real.shard_store import ArchivedImage
 
 # The reasons, in the order the filter assigns them: an image gets the first that applies.
 # Per image: its status when not ok, then its detection score, its cosine to the prototype, its

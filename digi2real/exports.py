@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from digi2real.formats import IMAGE_SUFFIX, MemberSpan, member_spans, read_member
+from digi2real.shard_store import IMAGE_SUFFIX, MemberSpan, member_spans, read_member
 
 RECORD_MAGIC = 0xCED7230A  # dmlc-core's kMagic, at the head of every record part
 IR_HEADER = struct.Struct("<IfQQ")  # MXNet's IRHeader: flag, label, id, id2

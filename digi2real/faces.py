@@ -11,12 +11,16 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from digi2real.status import Status
+
+if TYPE_CHECKING:
+    from digi2real.models import ModelPaths, ModelSpec
 
 ALIGNED_SIZE = 112
 
@@ -185,40 +189,82 @@ class FacePipeline:
             yield from self.process_images(batch)
 
 
-def face_pipeline_from_config(
-    config, section: str, recognizer=None, threads: int | None = None
+@dataclass(frozen=True)
+class FaceSettings:
+    """`<section>.face` of a resolved config (digiface, ffhq, gallery or quality): a key it
+    leaves out was inherited from `face:` (digi2real.config.resolve_config)."""
+
+    providers: str
+    prealigned: bool
+    batch_size: int
+    # How faces are found: None where the faces come aligned (no detector runs).
+    det_size: int | None
+    det_thresh: float | None
+    pad: float | None
+
+    @classmethod
+    def from_config(cls, config, section: str) -> FaceSettings:
+        face = config[section]["face"]
+        if face["prealigned"]:
+            return cls.aligned(str(face["providers"]), int(face["batch_size"]))
+        return cls(
+            providers=str(face["providers"]),
+            prealigned=False,
+            batch_size=int(face["batch_size"]),
+            det_size=int(face["det_size"]),
+            det_thresh=float(face["det_thresh"]),
+            pad=float(face["pad"]),
+        )
+
+    @classmethod
+    def aligned(cls, providers: str, batch_size: int) -> FaceSettings:
+        """For faces aligned already (112x112 crops): the recognizer alone."""
+        return cls(providers, True, batch_size, det_size=None, det_thresh=None, pad=None)
+
+    def models(self, recognizer: ModelSpec) -> tuple[ModelSpec, ...]:
+        """The models the pipeline loads: the detector unless the faces come aligned."""
+        from digi2real.models import DETECTOR
+
+        return (recognizer,) if self.prealigned else (DETECTOR, recognizer)
+
+
+def face_pipeline(
+    settings: FaceSettings,
+    paths: ModelPaths,
+    recognizer: ModelSpec | None = None,
+    threads: int | None = None,
 ) -> FacePipeline:
-    """The face pipeline of `<section>.face` (digiface, ffhq, gallery or quality), resolved: a
-    key it leaves out was inherited from `face:` (digi2real.config.resolve_config). It embeds
-    with the model of `recognizer` (a models.ModelSpec), by default the generator's ArcFace;
-    with `threads`, onnxruntime computes with exactly that many (models._load_onnx)."""
-    from digi2real.models import (
-        ARCFACE,
-        DETECTOR,
-        load_detector,
-        load_recognizer,
-        model_path,
-        onnx_providers,
-    )
+    """The face pipeline of `settings`, loading its models from `paths` (see
+    FaceSettings.models). It embeds with `recognizer`'s model, by default the generator's
+    ArcFace; with `threads`, onnxruntime computes with exactly that many (models._load_onnx)."""
+    from digi2real.models import ARCFACE, DETECTOR, load_detector, load_recognizer, onnx_providers
     from digi2real.testing import forced_detections
 
     recognizer = recognizer or ARCFACE
-
-    settings = config[section]["face"]
-    providers = onnx_providers(str(settings["providers"]))
-    prealigned = bool(settings["prealigned"])
-    detector = (
-        None
-        if prealigned
-        else load_detector(model_path(config, DETECTOR), providers, threads=threads)
-    )
+    providers = onnx_providers(settings.providers)
+    if settings.prealigned:
+        embed = load_recognizer(paths[recognizer], providers, recognizer, threads)
+        return FacePipeline(None, embed, prealigned=True, batch_size=settings.batch_size)
+    assert settings.det_size is not None and settings.det_thresh is not None
+    assert settings.pad is not None
     return FacePipeline(
-        detector,
-        load_recognizer(model_path(config, recognizer), providers, recognizer, threads),
-        det_size=int(settings["det_size"]),
-        det_thresh=float(settings["det_thresh"]),
-        pad=float(settings["pad"]),
-        prealigned=prealigned,
-        batch_size=int(settings["batch_size"]),
+        load_detector(paths[DETECTOR], providers, threads=threads),
+        load_recognizer(paths[recognizer], providers, recognizer, threads),
+        det_size=settings.det_size,
+        det_thresh=settings.det_thresh,
+        pad=settings.pad,
+        batch_size=settings.batch_size,
         force_detections=forced_detections(),
     )
+
+
+def face_pipeline_from_config(
+    config, section: str, recognizer: ModelSpec | None = None, threads: int | None = None
+) -> FacePipeline:
+    """`face_pipeline` of `<section>.face`, its models' paths resolved from `config`: for a
+    stage that needs no more of the config (see faces.face_pipeline for the arguments)."""
+    from digi2real.models import ARCFACE, ModelPaths
+
+    settings = FaceSettings.from_config(config, section)
+    paths = ModelPaths.from_config(config, *settings.models(recognizer or ARCFACE))
+    return face_pipeline(settings, paths, recognizer, threads)

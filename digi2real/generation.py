@@ -17,11 +17,13 @@ import torch
 
 from digi2real.config import Config
 from digi2real.errors import ModelFileError
+from digi2real.models import ModelPaths, ModelSpec
 from digi2real.projection import Arc2FaceProjector
 
 LATENT_CHANNELS = 4
-# Part of every image's key (digi2real.shards.image_key): raise it with any change here, to the
-# projection or to how diffusers is called, that changes pixels, so that a rerun remakes them.
+# Part of every image's key (digi2real.shard_generation.image_key): raise it with any change
+# here, to the projection or to how diffusers is called, that changes pixels, so that a rerun
+# remakes them.
 GENERATION_CODE_VERSION = 1
 # The model files an image's pixels depend on (the face models only check them).
 PIXEL_MODELS = frozenset(
@@ -79,10 +81,15 @@ class GenerationSettings:
             cpu_threads=generation["cpu_threads"],
         )
 
+    def models(self) -> tuple[ModelSpec, ...]:
+        """The models a pipeline of these settings loads: the LCM-LoRA too for `lcm`."""
+        from digi2real import models
 
-def check_inputs(
-    config: Config, settings: GenerationSettings, delta: np.ndarray, delta_path: Path
-) -> None:
+        lcm = (models.LCM_LORA,) if self.scheduler == "lcm" else ()
+        return (*models.GENERATION_MODELS, *lcm)
+
+
+def check_inputs(paths: ModelPaths, delta: np.ndarray, delta_path: Path) -> None:
     """What can be checked before a model loads: Δ's shape against the encoder's (the
     tokenizer's prompt length x the encoder's width, from their config files), one line
     naming the file and the key."""
@@ -91,8 +98,8 @@ def check_inputs(
     from digi2real import models
     from digi2real.errors import DataError
 
-    encoder = models.model_path(config, models.ENCODER) / "config.json"
-    tokenizer = models.model_path(config, models.TOKENIZER) / "tokenizer_config.json"
+    encoder = paths[models.ENCODER] / "config.json"
+    tokenizer = paths[models.TOKENIZER] / "tokenizer_config.json"
     try:
         hidden = int(json.loads(encoder.read_text())["hidden_size"])
         length = int(json.loads(tokenizer.read_text()).get("model_max_length", 77))
@@ -120,8 +127,9 @@ def initial_latents(
     return torch.cat([torch.randn(shape, generator=generator) for generator in generators])
 
 
-def build_pipeline(config: Config, settings: GenerationSettings):
-    """StableDiffusionPipeline from Arc2Face's UNet and encoder and SD 1.5's VAE and tokenizer."""
+def build_pipeline(paths: ModelPaths, settings: GenerationSettings):
+    """StableDiffusionPipeline from Arc2Face's UNet and encoder and SD 1.5's VAE and tokenizer,
+    loaded from `paths` (see GenerationSettings.models)."""
     from diffusers import StableDiffusionPipeline
 
     from digi2real import models
@@ -129,19 +137,17 @@ def build_pipeline(config: Config, settings: GenerationSettings):
     device = models.resolve_device(settings.device)
     dtype = models.resolve_dtype(settings.dtype, device)
     pipeline = StableDiffusionPipeline(
-        vae=models.load_vae(models.model_path(config, models.VAE), dtype),
-        text_encoder=models.load_text_encoder(models.model_path(config, models.ENCODER)),
-        tokenizer=models.load_tokenizer(models.model_path(config, models.TOKENIZER)),
-        unet=models.load_unet(models.model_path(config, models.UNET), dtype),
-        scheduler=models.load_scheduler(
-            models.model_path(config, models.SCHEDULER), settings.scheduler
-        ),
+        vae=models.load_vae(paths[models.VAE], dtype),
+        text_encoder=models.load_text_encoder(paths[models.ENCODER]),
+        tokenizer=models.load_tokenizer(paths[models.TOKENIZER]),
+        unet=models.load_unet(paths[models.UNET], dtype),
+        scheduler=models.load_scheduler(paths[models.SCHEDULER], settings.scheduler),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     if settings.scheduler == "lcm":
-        _fuse_lcm_lora(pipeline, models.model_path(config, models.LCM_LORA))
+        _fuse_lcm_lora(pipeline, paths[models.LCM_LORA])
     # The UNet and VAE were loaded in `dtype`; casting the whole pipeline would also cast
     # modules diffusers keeps in float32.
     pipeline.text_encoder.to(dtype=dtype)

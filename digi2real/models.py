@@ -114,6 +114,22 @@ def model_path(config: Config, spec: ModelSpec) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class ModelPaths:
+    """The checked path of each model a stage loads, by its spec: resolved once at the
+    stage's door (`from_config`), so that a missing or misplaced model is one line naming its
+    config key before any model loads, and nothing past the door reads the config."""
+
+    by_key: dict[str, Path]
+
+    @classmethod
+    def from_config(cls, config: Config, *specs: ModelSpec) -> ModelPaths:
+        return cls({spec.key: model_path(config, spec) for spec in specs})
+
+    def __getitem__(self, spec: ModelSpec) -> Path:
+        return self.by_key[spec.key]
+
+
 def _expected_name(spec: ModelSpec) -> str:
     return {"models.arcface": "arcface.onnx", "models.detector": "scrfd_10g_bnkps.onnx"}.get(
         spec.key, ""

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from digi2real.atomic import atomic_path
 from digi2real.errors import DataError
-from digi2real.formats import ArchivedImage
+from digi2real.shard_store import ArchivedImage
 
 TILE = 112  # pixels of one face in the image grids
 FONT_SIZE = 12  # pixels of the labels' font

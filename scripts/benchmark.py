@@ -93,6 +93,7 @@ def bench_projection(demo: Path) -> None:
 def bench_generation(demo: Path) -> None:
     from digi2real.config import resolve_config
     from digi2real.generation import Arc2FaceGenerator, GenerationSettings, build_pipeline
+    from digi2real.models import ModelPaths
 
     m = demo / "models"
     given = {
@@ -108,7 +109,11 @@ def bench_generation(demo: Path) -> None:
         given["generation"] = {"height": size, "width": size, "device": "cpu", "batch_size": 4}
         config = resolve_config(given)
         settings = GenerationSettings.from_config(config)
-        generator = Arc2FaceGenerator(build_pipeline(config, settings), settings, None)
+        generator = Arc2FaceGenerator(
+            build_pipeline(ModelPaths.from_config(config, *settings.models()), settings),
+            settings,
+            None,
+        )
         conditions = np.eye(4, 512, dtype=np.float32)
         seconds = timed(lambda g=generator, c=conditions: g.generate(c, [1, 2, 3, 4]), repeat=2)
         print(f"generation {size}x{size}, 25 steps, batch 4: {seconds / 4:.2f} s/image (tiny, CPU)")
@@ -154,7 +159,7 @@ def bench_aggregate(folder: Path) -> None:
 def write_fake_shards(results: Path, shards: int = 200, rows: int = 2000) -> list[Path]:
     import pyarrow as pa
 
-    from digi2real.formats import (
+    from digi2real.shard_store import (
         EMBEDDINGS,
         GeneratedEmbeddings,
         write_generated_embeddings,
@@ -264,14 +269,8 @@ def evaluate_child(folder: Path) -> None:
     import pyarrow.parquet as pq
 
     from digi2real.evaluation import unit
-    from digi2real.formats import (
-        EmbeddingTable,
-        GeneratedEmbeddings,
-        ShardPlan,
-        write_embeddings,
-        write_generated_embeddings,
-        write_plan,
-    )
+    from digi2real.formats import EmbeddingTable, ShardPlan, write_embeddings, write_plan
+    from digi2real.shard_store import GeneratedEmbeddings, write_generated_embeddings
 
     rng = np.random.default_rng(0)
     identities, per_identity, real, shards = 20_000, 20, 70_000, 200
@@ -418,7 +417,7 @@ def face_crops(count: int) -> list[bytes]:
 def bench_image_formats() -> None:
     from PIL import Image
 
-    from digi2real.formats import encode_image
+    from digi2real.shard_store import encode_image
 
     images = 400_000
     raw_sizes: dict[str, list[int]] = {}
@@ -449,7 +448,7 @@ def bench_exports(folder: Path, images: int = 400_000, shards: int = 200) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from digi2real.formats import image_archive
+    from digi2real.shard_store import image_archive
 
     results = folder / "exports"
     crops = face_crops(1000)

@@ -216,13 +216,18 @@ def batch_rates(config: dict, batch_sizes: list[int], device: str) -> dict[int, 
     """Images per second of generation alone (UNet steps and decode) at each batch size."""
     from digi2real.config import resolve_config
     from digi2real.generation import Arc2FaceGenerator, GenerationSettings, build_pipeline
+    from digi2real.models import ModelPaths
 
     rates = {}
     for batch_size in batch_sizes:
         given = {**config, "generation": {**config["generation"], "batch_size": batch_size}}
         resolved = resolve_config(given)
         settings = GenerationSettings.from_config(resolved)
-        generator = Arc2FaceGenerator(build_pipeline(resolved, settings), settings, None)
+        generator = Arc2FaceGenerator(
+            build_pipeline(ModelPaths.from_config(resolved, *settings.models()), settings),
+            settings,
+            None,
+        )
         conditions = np.eye(batch_size, 512, dtype=np.float32)
         seeds = list(range(batch_size))
         generator.generate(conditions, seeds)  # warm-up (and compile)

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from digi2real.dataset import Thresholds, apply_filter
-from digi2real.formats import MANIFEST_SCHEMA
+from digi2real.shard_store import MANIFEST_SCHEMA
 
 pytestmark = pytest.mark.unit
 

@@ -21,6 +21,7 @@ from digi2real.generation import (
     image_generators,
     initial_latents,
 )
+from digi2real.models import ModelPaths
 from digi2real.projection import Arc2FaceProjector
 
 pytestmark = pytest.mark.unit
@@ -57,7 +58,12 @@ def delta():
 @pytest.fixture(scope="module")
 def generator(config, delta):
     settings = GenerationSettings.from_config(config)
-    return Arc2FaceGenerator(build_pipeline(config, settings), settings, delta)
+    return Arc2FaceGenerator(pipeline_of(config, settings), settings, delta)
+
+
+def pipeline_of(config, settings):
+    """build_pipeline with the models' paths resolved from `config`, as a stage resolves them."""
+    return build_pipeline(ModelPaths.from_config(config, *settings.models()), settings)
 
 
 def conditions(n, seed=0):
@@ -166,7 +172,7 @@ def optimized_generator(config, delta, **generation):
 
     given = {**config, "generation": {**config["generation"], **generation}}
     settings = GenerationSettings.from_config(resolve_config(given))
-    return Arc2FaceGenerator(build_pipeline(resolve_config(given), settings), settings, delta)
+    return Arc2FaceGenerator(pipeline_of(resolve_config(given), settings), settings, delta)
 
 
 def test_speedups_are_off_on_the_cpu_unless_asked(generator):
@@ -249,7 +255,7 @@ def test_lcm_lora_fast_mode_equals_diffusers_with_the_lora_fused(config, tmp_pat
         }
     )
     settings = GenerationSettings.from_config(fast)
-    ours = Arc2FaceGenerator(build_pipeline(fast, settings), settings, None)
+    ours = Arc2FaceGenerator(pipeline_of(fast, settings), settings, None)
 
     pipeline = diffusers_pipeline(config["models"])
     pipeline.load_lora_weights(str(tmp_path))
@@ -271,7 +277,7 @@ def test_lcm_lora_fast_mode_equals_diffusers_with_the_lora_fused(config, tmp_pat
     generation = {**fast["generation"], "steps": 4, "guidance": 1.0, "scheduler": "ddim"}
     plain = resolve_config({"models": config["models"], "generation": generation})
     plain_settings = GenerationSettings.from_config(plain)
-    without = Arc2FaceGenerator(build_pipeline(plain, plain_settings), plain_settings, None)
+    without = Arc2FaceGenerator(pipeline_of(plain, plain_settings), plain_settings, None)
     assert np.abs(without.generate(cond, seeds) - images).max() > 1e-3, "the LoRA had no effect"
 
 
@@ -281,4 +287,4 @@ def test_unreadable_lcm_lora_names_the_key(config, tmp_path):
     models_with_lora = {**config["models"], "lcm_lora": str(bad)}
     fast = resolve_config({"models": models_with_lora, "generation": {"device": "cpu"}})
     with pytest.raises(models.ModelFileError, match="models.lcm_lora"):
-        build_pipeline(fast, GenerationSettings.from_config(fast))
+        pipeline_of(fast, GenerationSettings.from_config(fast))

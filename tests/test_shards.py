@@ -23,14 +23,8 @@ from PIL import Image
 
 from digi2real.config import load_config
 from digi2real.faces import decode_image, face_pipeline_from_config
-from digi2real.formats import (
-    Delta,
-    ShardPlan,
-    read_generated_embeddings,
-    write_delta,
-    write_model_hashes,
-    write_plan,
-)
+from digi2real.formats import Delta, ShardPlan, write_delta, write_model_hashes, write_plan
+from digi2real.shard_store import read_generated_embeddings
 from digi2real.stages import generate
 from tests.conftest import write_demo_config
 
@@ -129,7 +123,7 @@ def assert_same_manifest(ours: Path, theirs: Path) -> None:
 
 def jpeg(value: int, side: int = 16) -> bytes:
     """A small JPEG image of one grey level."""
-    from digi2real.formats import encode_image
+    from digi2real.shard_store import encode_image
 
     return encode_image(np.full((side, side, 3), value, np.uint8), "jpeg", 90)
 
@@ -307,9 +301,9 @@ def test_image_formats_are_the_configured_ones(
 def test_a_failure_in_the_background_fails_the_shard(inputs, demo_root, tmp_path, monkeypatch):
     """An error while storing or checking a batch (here the third image's check) fails the
     job: no archive, no manifest, the images stored so far kept for the rerun."""
-    from digi2real import shards
+    from digi2real import shard_generation
 
-    real_detect, calls = shards.detect_stored, []
+    real_detect, calls = shard_generation.detect_stored, []
 
     def failing_detect(faces, raw, i, data):
         calls.append(i)
@@ -317,7 +311,7 @@ def test_a_failure_in_the_background_fails_the_shard(inputs, demo_root, tmp_path
             raise OSError("disk full")
         return real_detect(faces, raw, i, data)
 
-    monkeypatch.setattr(shards, "detect_stored", failing_detect)
+    monkeypatch.setattr(shard_generation, "detect_stored", failing_detect)
     shard = tmp_path / "shard"
     failed = "storing or checking generated images failed at .*/raw/a/2.jpg: OSError.*disk full"
     with pytest.raises(RuntimeError, match=failed):
@@ -332,15 +326,17 @@ def test_the_store_holds_at_most_its_depth_of_batches(demo_root, tmp_path, monke
     memory stays flat however far ahead the GPU is."""
     import threading
 
-    from digi2real import shards
+    from digi2real import shard_generation, shard_store
 
     release = threading.Event()
-    monkeypatch.setattr(shards, "detect_stored", lambda *args: release.wait(30) and None)
+    monkeypatch.setattr(shard_generation, "detect_stored", lambda *args: release.wait(30) and None)
     plan = ShardPlan(shard=0, image_identity=["a"] * 8, image_index=list(range(8)))
-    formats = shards.ImageFormats("png", 90, "png", 95)
-    raw = shards.RawImages(tmp_path, plan, formats, set(), set(), shards.ImageArchives())
+    formats = shard_store.ImageFormats("png", 90, "png", 95)
+    raw = shard_store.RawImages(tmp_path, plan, formats, set(), set(), shard_store.ImageArchives())
     image = np.zeros((8, 8, 3), np.uint8)
-    with shards.BackgroundStore(None, raw, ["k"] * 8, shards.Faults(0), depth=2) as store:
+    with shard_generation.BackgroundStore(
+        None, raw, ["k"] * 8, shard_generation.Faults(0), depth=2
+    ) as store:
         handed = []
 
         def generator() -> None:
@@ -397,8 +393,8 @@ def test_sigterm_stops_the_shard_within_20_seconds_losing_nothing(
 def test_a_stale_loose_image_is_unrecorded_before_it_is_removed(inputs, tmp_path):
     """Settings change (new keys): the loose image is removed, and its record with it, so that
     a kill before its replacement is recorded cannot revive the old record for a new file."""
-    from digi2real.formats import ImageFormats, read_plan, read_records
-    from digi2real.shards import locate_raw_images
+    from digi2real.formats import read_plan
+    from digi2real.shard_store import ImageFormats, locate_raw_images, read_records
 
     plan = read_plan(inputs / "plan.h5")
     formats = ImageFormats("jpeg", 90, "png", 95)
@@ -427,7 +423,7 @@ def test_an_images_bytes_reach_the_disk_before_its_name_and_its_record(
     """A node crash must not leave a record whose image's bytes never reached the disk: the
     bytes are flushed before the rename that names them, and both happen before the record
     is appended (and flushed)."""
-    from digi2real import shards
+    from digi2real import shard_generation, shard_store
     from digi2real.faces import FaceResult
     from digi2real.formats import read_plan
     from digi2real.status import Status
@@ -445,11 +441,13 @@ def test_an_images_bytes_reach_the_disk_before_its_name_and_its_record(
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(shards, "detect_stored", lambda *args: FaceResult(Status.NO_FACE))
+    monkeypatch.setattr(shard_generation, "detect_stored", lambda *args: FaceResult(Status.NO_FACE))
     plan = read_plan(inputs / "plan.h5")
-    formats = shards.ImageFormats("jpeg", 90, "png", 95)
-    raw = shards.RawImages(tmp_path, plan, formats, set(), set(), shards.ImageArchives())
-    store = shards.BackgroundStore(None, raw, ["key"] * len(plan), shards.Faults(0))
+    formats = shard_store.ImageFormats("jpeg", 90, "png", 95)
+    raw = shard_store.RawImages(tmp_path, plan, formats, set(), set(), shard_store.ImageArchives())
+    store = shard_generation.BackgroundStore(
+        None, raw, ["key"] * len(plan), shard_generation.Faults(0)
+    )
     store._store(0, np.zeros((16, 16, 3), np.uint8))
     image = str(tmp_path / "raw/a/0.jpg")
     flushed = [n for n, (kind, path) in enumerate(events) if kind == "flush"]
@@ -464,8 +462,8 @@ def test_an_images_bytes_reach_the_disk_before_its_name_and_its_record(
 def test_a_recorded_image_that_does_not_read_back_is_generated_again(inputs, tmp_path, damage):
     """Whatever its record says: a crash can leave a record whose file holds part of its bytes,
     none, or is not there."""
-    from digi2real.formats import ImageFormats, read_plan, read_records
-    from digi2real.shards import locate_raw_images
+    from digi2real.formats import read_plan
+    from digi2real.shard_store import ImageFormats, locate_raw_images, read_records
 
     plan = read_plan(inputs / "plan.h5")
     formats = ImageFormats("jpeg", 90, "png", 95)
@@ -494,8 +492,8 @@ def test_a_recorded_image_that_does_not_read_back_is_generated_again(inputs, tmp
 
 
 def test_an_archived_image_that_fails_its_crc_is_generated_again(inputs, tmp_path):
-    from digi2real.formats import ImageFormats, image_archive, member_spans, read_plan
-    from digi2real.shards import locate_raw_images
+    from digi2real.formats import read_plan
+    from digi2real.shard_store import ImageFormats, image_archive, locate_raw_images, member_spans
 
     plan = read_plan(inputs / "plan.h5")
     formats = ImageFormats("jpeg", 90, "png", 95)
@@ -540,20 +538,22 @@ def test_the_background_store_fails_the_job_within_seconds_whatever_fails(tmp_pa
     import threading
     import time
 
-    from digi2real import shards
+    from digi2real import shard_generation, shard_store
     from digi2real.faces import FaceResult
     from digi2real.status import Status
 
-    monkeypatch.setattr(shards, "detect_stored", lambda *args: FaceResult(Status.NO_FACE))
+    monkeypatch.setattr(shard_generation, "detect_stored", lambda *args: FaceResult(Status.NO_FACE))
     plan = ShardPlan(shard=0, image_identity=["a"] * 8, image_index=list(range(8)))
-    formats = shards.ImageFormats("png", 90, "png", 95)
-    raw = shards.RawImages(tmp_path, plan, formats, set(), set(), shards.ImageArchives())
+    formats = shard_store.ImageFormats("png", 90, "png", 95)
+    raw = shard_store.RawImages(tmp_path, plan, formats, set(), set(), shard_store.ImageArchives())
     image = np.zeros((8, 8, 3), np.uint8)
     raised: list[BaseException] = []
 
     def generator() -> None:
         try:
-            with shards.BackgroundStore(None, raw, ["k"] * 8, shards.Faults(0), depth=1) as store:
+            with shard_generation.BackgroundStore(
+                None, raw, ["k"] * 8, shard_generation.Faults(0), depth=1
+            ) as store:
                 store.submit([2, 3], [image])
                 for i in range(4, 8):
                     store.submit([i], [image])
@@ -574,7 +574,7 @@ def test_the_stop_flag_restores_the_signal_handlers_it_replaced():
     import signal
     import time
 
-    from digi2real.shards import StopFlag
+    from digi2real.shard_generation import StopFlag
 
     def mine(signum, frame):
         pass
@@ -607,7 +607,7 @@ def test_a_resumed_shard_makes_each_image_in_the_batch_it_was_planned_in(tmp_pat
     generates whole plan batches, so every image has the companions it would have had."""
     from types import SimpleNamespace
 
-    from digi2real import shards
+    from digi2real import shard_generation, shard_store
 
     plan = ShardPlan(
         shard=0,
@@ -616,8 +616,10 @@ def test_a_resumed_shard_makes_each_image_in_the_batch_it_was_planned_in(tmp_pat
         seed=[100 + i for i in range(6)],
         condition=[np.full(512, i, np.float32) for i in range(6)],
     )
-    formats = shards.ImageFormats("png", 90, "png", 95)
-    raw = shards.RawImages(tmp_path, plan, formats, {0, 1, 2}, set(), shards.ImageArchives())
+    formats = shard_store.ImageFormats("png", 90, "png", 95)
+    raw = shard_store.RawImages(
+        tmp_path, plan, formats, {0, 1, 2}, set(), shard_store.ImageArchives()
+    )
     generated, stored = [], []
 
     class Generator:
@@ -631,7 +633,9 @@ def test_a_resumed_shard_makes_each_image_in_the_batch_it_was_planned_in(tmp_pat
         def submit(self, batch, images):
             stored.append(batch)
 
-    shards.generate_missing(Generator(), raw, Store(), lambda: False, shards.Faults(0))
+    shard_generation.generate_missing(
+        Generator(), raw, Store(), lambda: False, shard_generation.Faults(0)
+    )
     assert generated == [[100, 101, 102, 103], [104, 105, 105, 105]]
     assert stored == [[3], [4, 5]]
 

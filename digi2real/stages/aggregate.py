@@ -36,11 +36,11 @@ def run(
     from digi2real.dataset import Thresholds, apply_filter
     from digi2real.errors import DataError
     from digi2real.evaluation import nearest
-    from digi2real.formats import (
+    from digi2real.formats import read_real_faces
+    from digi2real.shard_store import (
         EMBEDDINGS,
         GeneratedEmbeddings,
         read_generated_embeddings,
-        read_real_faces,
         read_shard_manifests,
         write_generated_embeddings,
         write_manifest,

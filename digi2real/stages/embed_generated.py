@@ -18,8 +18,10 @@ def run(config: Config, manifest_path: Path, out: Path) -> None:
     import pyarrow.parquet as pq
 
     from digi2real.errors import DataError
-    from digi2real.faces import FacePipeline, UnreadableImage, decode_image
-    from digi2real.formats import (
+    from digi2real.faces import FaceSettings, UnreadableImage, decode_image, face_pipeline
+    from digi2real.models import RECOGNIZER, ModelPaths
+    from digi2real.progress import log
+    from digi2real.shard_store import (
         EMBEDDINGS,
         IMAGE_ARCHIVE,
         GeneratedEmbeddings,
@@ -27,8 +29,6 @@ def run(config: Config, manifest_path: Path, out: Path) -> None:
         read_generated_embeddings,
         write_generated_embeddings,
     )
-    from digi2real.models import RECOGNIZER, load_recognizer, model_path, onnx_providers
-    from digi2real.progress import log
     from digi2real.status import Status
 
     shard = manifest_path.parent
@@ -38,14 +38,11 @@ def run(config: Config, manifest_path: Path, out: Path) -> None:
         (identity, index): path
         for identity, index, path in zip(*(c.to_pylist() for c in manifest.columns), strict=True)
     }
+    # The crops are aligned already: the recognizer alone, with quality.face's settings.
     face = config["quality"]["face"]
-    pipeline = FacePipeline(
-        None,
-        load_recognizer(
-            model_path(config, RECOGNIZER), onnx_providers(str(face["providers"])), RECOGNIZER
-        ),
-        prealigned=True,
-        batch_size=int(face["batch_size"]),
+    settings = FaceSettings.aligned(str(face["providers"]), int(face["batch_size"]))
+    pipeline = face_pipeline(
+        settings, ModelPaths.from_config(config, *settings.models(RECOGNIZER)), RECOGNIZER
     )
     keys = list(zip(generated.identity, generated.image_index.tolist(), strict=True))
     missing = [key for key in keys if not aligned.get(key)]

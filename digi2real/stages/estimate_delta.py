@@ -22,24 +22,23 @@ def run(config: Config, real: Path, synthetic: Path, out: Path) -> None:
     from digi2real.progress import log
     from digi2real.projection import Arc2FaceProjector
 
+    # 1. Settings and models, checked before any loads.
     device = models.resolve_device(config["generation"]["device"])
-    encoder = models.load_text_encoder(models.model_path(config, models.ENCODER)).to(device)
-    projector = Arc2FaceProjector(
-        encoder, models.load_tokenizer(models.model_path(config, models.TOKENIZER))
-    )
+    paths = models.ModelPaths.from_config(config, models.ENCODER, models.TOKENIZER)
+    chunk_size, mode = config["delta"]["chunk_size"], config["delta"]["mode"]
+    # 2. The mean projected embedding of each side, streamed in chunks.
+    encoder = models.load_text_encoder(paths[models.ENCODER]).to(device)
+    projector = Arc2FaceProjector(encoder, models.load_tokenizer(paths[models.TOKENIZER]))
     means = {}
     for name, path in (("real", real), ("synthetic", synthetic)):
-        chunks = iter_ok_embeddings(path, config["delta"]["chunk_size"])
+        chunks = iter_ok_embeddings(path, chunk_size)
         means[name] = projected_mean(projector.project, chunks)
         log.info("delta: %d %s embeddings projected", means[name].count, name)
-    result = compute_delta(means["real"], means["synthetic"], config["delta"]["mode"])
+    # 3. Δ, with the hashes of the models it was projected with.
+    result = compute_delta(means["real"], means["synthetic"], mode)
     result.attrs = {
-        "encoder_sha256": models.model_sha256(
-            models.model_path(config, models.ENCODER), models.ENCODER
-        ),
-        "tokenizer_sha256": models.model_sha256(
-            models.model_path(config, models.TOKENIZER), models.TOKENIZER
-        ),
+        "encoder_sha256": models.model_sha256(paths[models.ENCODER], models.ENCODER),
+        "tokenizer_sha256": models.model_sha256(paths[models.TOKENIZER], models.TOKENIZER),
         "real_embeddings": str(real),
         "synthetic_embeddings": str(synthetic),
     }

@@ -56,7 +56,6 @@ def run(
     )
     from digi2real.formats import (
         read_embeddings,
-        read_generated_embeddings,
         read_plan_identities,
         read_real_faces,
         write_evaluation,
@@ -64,6 +63,7 @@ def run(
     )
     from digi2real.pose import head_pose
     from digi2real.progress import log
+    from digi2real.shard_store import read_generated_embeddings
     from digi2real.status import Status
 
     settings = EvaluationSettings.from_config(config)

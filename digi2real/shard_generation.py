@@ -1,13 +1,13 @@
-"""One generation shard: generate its planned images, check them, commit them.
+"""Generating one shard: its planned images made in fixed batches, each stored and checked
+in the background as the next batch is made, then the commit. Where each file lies and how
+it is written and read back is digi2real.shard_store.
 
-A shard is a commit. While it runs, each generated image is a loose file written under a
-temporary name and renamed, then recorded in the shard's journal (`records.jsonl`) with its
-key. Its commit packs the images into one archive (`images.zip`, written aside and renamed),
-then writes the manifest, the commit record, then removes the loose files: a committed shard
-is a handful of files, and a kill at any moment leaves either the loose files or the committed
-archive. A rerun reuses every image whose key still matches, loose (by its record) or in the
-archive (by the member's comment), and since every image's latents come from its own seed, it
-ends with the same images as an uninterrupted run.
+While a shard runs, each generated image is written loose and recorded in the shard's journal
+with its key; its commit packs the images into one archive, then writes the embeddings and
+the manifest, then removes the loose files. A rerun reuses every image whose key still
+matches, loose (by its record) or in the archive (by the member's comment), and since every
+image's latents come from its own seed and its batch is fixed by the plan, it ends with the
+same images as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -15,34 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
-import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from digi2real.errors import Digi2RealError
 from digi2real.faces import FacePipeline, FaceResult, UnreadableImage, decode_image
-from digi2real.formats import (
-    IMAGE_ARCHIVE,
-    MANIFEST_COLUMNS,
-    MANIFEST_SCHEMA,
-    GeneratedEmbeddings,
-    ImageArchives,
-    ImageFormats,
-    ShardPlan,
-    aligned_path,
-    append_record,
-    encode_image,
-    image_archive,
-    raw_path,
-    read_records,
-    save_image,
-)
 from digi2real.generation import (
     GENERATION_CODE_VERSION,
     PIXEL_MODELS,
@@ -50,12 +30,21 @@ from digi2real.generation import (
     GenerationSettings,
     to_uint8,
 )
-from digi2real.planning import image_seed
 from digi2real.progress import Progress, log
+from digi2real.shard_store import (
+    IMAGE_ARCHIVE,
+    ImageFormats,
+    RawImages,
+    aligned_member,
+    append_record,
+    encode_image,
+    image_archive,
+    loose_crop,
+    record_ids,
+    save_image,
+)
 from digi2real.status import Status
 from digi2real.testing import Faults
-
-LOOSE_FOLDERS = ("raw", "aligned")  # a running shard's loose images, gone once it commits
 
 
 class StopFlag:
@@ -126,115 +115,6 @@ def image_key(shard_settings_key: str, condition: np.ndarray, seed: int) -> str:
     digest.update(np.ascontiguousarray(condition, np.float32).tobytes())
     digest.update(str(int(seed)).encode())
     return digest.hexdigest()
-
-
-@dataclass
-class RawImages:
-    """Where each planned image's raw bytes are: a loose file of this run or an earlier one
-    (its record has the image's key), a member of the archive a previous commit left (its
-    comment is the key), or nowhere yet (to generate)."""
-
-    shard_dir: Path
-    plan: ShardPlan
-    formats: ImageFormats
-    loose: set[int]
-    archived: set[int]
-    archives: ImageArchives
-
-    def loose_name(self, i: int) -> str:
-        plan = self.plan
-        return raw_path(plan.image_identity[i], plan.image_index[i], self.formats.loose_raw)
-
-    def member(self, i: int) -> str:
-        return raw_path(self.plan.image_identity[i], self.plan.image_index[i], self.formats.raw)
-
-    def read(self, i: int) -> bytes:
-        if i in self.loose:
-            return (self.shard_dir / self.loose_name(i)).read_bytes()
-        return self.archives.read(self.shard_dir / IMAGE_ARCHIVE, self.member(i))
-
-    def reads_back(self, i: int) -> bool:
-        """Whether image `i`'s stored bytes are whole: its archive member passes its CRC, and
-        the bytes decode. A node that crashed can leave a record whose file never reached
-        the disk, or reached it in part."""
-        try:
-            decode_image(self.read(i), self.loose_name(i))
-        except (OSError, Digi2RealError, UnreadableImage):
-            return False
-        return True
-
-    def missing(self) -> list[int]:
-        return [i for i in range(len(self.plan)) if i not in self.loose and i not in self.archived]
-
-
-def remove_leftovers(shard_dir: Path) -> None:
-    """Temporary files a killed job left (an archive, a manifest or an image half written)."""
-    for leftover in shard_dir.rglob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
-
-
-def locate_raw_images(
-    plan: ShardPlan, keys: list[str], shard_dir: Path, formats: ImageFormats
-) -> RawImages:
-    """Find each planned image's raw bytes made with its key; a loose image made with other
-    settings is removed: nothing old is passed off as new."""
-    records = read_records(shard_dir)
-    archives = ImageArchives()
-    comments = archives.comments(shard_dir / IMAGE_ARCHIVE) if formats.keeps_raw else {}
-    found = RawImages(shard_dir, plan, formats, set(), set(), archives)
-    stale = broken = replaced = 0
-    for i in range(len(plan)):
-        record = records.get((plan.image_identity[i], plan.image_index[i]))
-        loose = shard_dir / found.loose_name(i)
-        if record is not None and record.get("image_key") == keys[i] and loose.is_file():
-            found.loose.add(i)
-            if found.reads_back(i):
-                continue
-            found.loose.discard(i)
-            broken += 1
-        elif loose.is_file():
-            stale += 1
-        if loose.is_file():
-            # The record first: a kill between the two must not leave the old record naming
-            # whatever file is written here next.
-            append_record(shard_dir, {**_identify(plan, i), "image_key": "", "raw_path": ""})
-            loose.unlink()
-        comment = comments.get(found.member(i)) if formats.keeps_raw else None
-        if comment == keys[i]:
-            found.archived.add(i)
-            if not found.reads_back(i):
-                found.archived.discard(i)
-                broken += 1
-        elif comment is not None:
-            replaced += 1
-    todo = len(found.missing())
-    log.info(
-        "shard %d: %d of %d images reused (their keys match; %d loose, %d in %s), %d to "
-        "generate (made with other settings or models, to be replaced: %d loose, %d in %s)",
-        plan.shard,
-        len(plan) - todo,
-        len(plan),
-        len(found.loose),
-        len(found.archived),
-        IMAGE_ARCHIVE,
-        todo,
-        stale,
-        replaced,
-        IMAGE_ARCHIVE,
-    )
-    if broken:
-        log.warning(
-            "shard %d: %d recorded images do not read back (a crash before their bytes "
-            "reached the disk?): generated again",
-            plan.shard,
-            broken,
-        )
-    return found
-
-
-def loose_crop(plan: ShardPlan, i: int) -> str:
-    """A crop while its shard runs: lossless, the recognizer embeds it at the commit."""
-    return aligned_path(plan.image_identity[i], plan.image_index[i], "png")
 
 
 def detect_stored(faces: FacePipeline, raw: RawImages, i: int, data: bytes) -> FaceResult:
@@ -321,7 +201,7 @@ class BackgroundStore:
         raw, plan = self.raw, self.raw.plan
         data = encode_image(image, raw.formats.loose_raw, raw.formats.raw_quality)
         save_image(data, raw.shard_dir / raw.loose_name(i))
-        record = {**_identify(plan, i), "image_key": self.keys[i], "raw_path": raw.loose_name(i)}
+        record = {**record_ids(plan, i), "image_key": self.keys[i], "raw_path": raw.loose_name(i)}
         append_record(raw.shard_dir, record)
         raw.loose.add(i)
         self.faults.image_written()
@@ -438,107 +318,15 @@ def embed_and_pack(
                 if formats.aligned == "jpeg":  # the recognizer sees the crop as stored
                     rgb = decode_image(crop, loose_crop(plan, i))[..., ::-1]
                     crops[i] = encode_image(rgb, "jpeg", formats.aligned_quality)
-                results[i].aligned = decode_image(crops[i], _aligned(plan, i, formats))
+                results[i].aligned = decode_image(crops[i], aligned_member(plan, i, formats))
             faces.embed_aligned([results[i] for i in batch])
             for i in batch:
                 if formats.keeps_raw:
                     archive.add(raw.member(i), raw.read(i), comment=keys[i])
                 if i in crops:
-                    archive.add(_aligned(plan, i, formats), crops[i])
+                    archive.add(aligned_member(plan, i, formats), crops[i])
                     results[i].aligned = None
                 faults.image_packed()
             progress.advance(len(batch))
         raw.archives.close()  # the archive this one replaces
     return results, cropped
-
-
-def remove_loose_images(shard_dir: Path) -> None:
-    """After the commit: the loose images are in the archive now."""
-    for folder in LOOSE_FOLDERS:
-        shutil.rmtree(shard_dir / folder, ignore_errors=True)
-
-
-def _identify(plan: ShardPlan, i: int) -> dict:
-    return {"identity": plan.image_identity[i], "image_index": plan.image_index[i]}
-
-
-def _aligned(plan: ShardPlan, i: int, formats: ImageFormats) -> str:
-    return aligned_path(plan.image_identity[i], plan.image_index[i], formats.aligned)
-
-
-def checked_embeddings(plan: ShardPlan, results: list[FaceResult]) -> GeneratedEmbeddings:
-    """The embedding and landmarks of every image of the shard whose check found a face."""
-    rows = [i for i, result in enumerate(results) if result.embedding is not None]
-    no_landmarks = np.full((5, 2), np.nan, np.float32)
-    return GeneratedEmbeddings(
-        identity=[plan.image_identity[i] for i in rows],
-        image_index=np.asarray([plan.image_index[i] for i in rows], np.int32),
-        embedding=np.asarray([results[i].embedding for i in rows], np.float32).reshape(-1, 512),
-        landmarks=np.asarray(
-            [
-                results[i].landmarks if results[i].landmarks is not None else no_landmarks
-                for i in rows
-            ],
-            np.float32,
-        ).reshape(-1, 5, 2),
-    )
-
-
-def manifest_table(
-    plan: ShardPlan,
-    results: list[FaceResult],
-    keys: list[str],
-    images_per_identity: int,
-    formats: ImageFormats,
-    cropped: set[int],
-) -> pa.Table:
-    rows: dict[str, list] = {column: [] for column in MANIFEST_COLUMNS}
-    prototype = dict(zip(plan.identities, plan.prototypes, strict=True))
-    for i, result in enumerate(results):
-        identity, index = plan.image_identity[i], plan.image_index[i]
-        embedding = result.embedding
-        ok = result.status is Status.OK and embedding is not None
-        generated = result.status is not Status.FAILED
-        raw = raw_path(identity, index, formats.raw) if generated and formats.keeps_raw else ""
-        aligned = _aligned(plan, i, formats) if i in cropped else ""
-        row = {
-            "identity": identity,
-            "image_index": index,
-            "shard": plan.shard,
-            "seed": plan.seed[i],
-            "t": plan.t[i],
-            "source_image": plan.source_path[i],
-            "status": result.status.label,
-            "message": result.message,
-            "archive": IMAGE_ARCHIVE if raw or aligned else "",
-            "raw_path": raw,
-            "aligned_path": aligned,
-            "det_score": result.det_score,
-            "cos_prototype": float(embedding @ prototype[identity]) if ok else float("nan"),
-            "cos_condition": float(embedding @ plan.condition[i]) if ok else float("nan"),
-            "image_key": keys[i] if generated else "",
-        }
-        for column in MANIFEST_COLUMNS:
-            rows[column].append(row[column])
-    for identity, status, reason in zip(
-        plan.identities, plan.identity_status, plan.identity_reason, strict=True
-    ):
-        if status != "skipped":
-            continue
-        for index in range(images_per_identity):
-            row = dict.fromkeys(MANIFEST_COLUMNS, "")
-            row.update(
-                identity=identity,
-                image_index=index,
-                shard=plan.shard,
-                seed=image_seed(int(plan.attrs.get("seed", 0)), identity, index),
-                t=float("nan"),
-                status=Status.SKIPPED.label,
-                message=reason,
-                det_score=float("nan"),
-                cos_prototype=float("nan"),
-                cos_condition=float("nan"),
-            )
-            for column in MANIFEST_COLUMNS:
-                rows[column].append(row[column])
-    return pa.table(rows, schema=MANIFEST_SCHEMA)
