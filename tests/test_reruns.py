@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,25 +114,46 @@ def test_shard_size_does_not_change_the_images(run, tmp_path):
                 assert mine == stored(run / "results", other, column), key
 
 
+# What snakemake prints once it took a Ctrl-C (its scheduler catches the KeyboardInterrupt).
+TERMINATING = "Terminating processes on user request"
+
+
+def press_ctrl_c(process: subprocess.Popen, stderr_path: Path, tries: int = 5) -> None:
+    """SIGINT to snakemake, again where it did not take it: snakemake 9's log handler swallows
+    a KeyboardInterrupt raised while it writes a line (snakemake/logging.py, `except
+    (KeyboardInterrupt, SystemExit): pass`), and the run then goes on to the end, as a user
+    whose Ctrl-C was lost sees it; they press it again."""
+    for _ in range(tries):
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if process.poll() is not None or TERMINATING in stderr_path.read_text():
+                return
+            time.sleep(0.2)
+
+
 def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
     """Ctrl-C to snakemake alone, mid-shard, then the same command: no IncompleteFilesException,
     and the result of an uninterrupted run."""
 
     workdir = copy_run(run, tmp_path / "interrupted")
     remove_generation(workdir)
-    process = subprocess.Popen(
-        snakemake_command(workdir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=local_environment(),
-    )
+    stderr_path = tmp_path / "snakemake.stderr"
+    with open(stderr_path, "wb") as stderr_file:
+        process = subprocess.Popen(
+            snakemake_command(workdir),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            env=local_environment(),
+        )
     deadline = time.monotonic() + 300
     while not list((workdir / "results/shards").glob("*/raw/*/*.jpg")):
         assert process.poll() is None and time.monotonic() < deadline, "no image was written"
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode != 0, "interrupted before it finished"
+    press_ctrl_c(process, stderr_path)
+    process.wait(timeout=120)
+    stderr = stderr_path.read_text()
+    assert process.returncode != 0, f"interrupted before it finished:\n{stderr[-3000:]}"
     assert not (workdir / "results/manifest.parquet").exists()
     # Ours reads as an interruption: no traceback in a job's log.
     logs = generate_logs(workdir)
