@@ -117,10 +117,10 @@ def image_key(shard_settings_key: str, condition: np.ndarray, seed: int) -> str:
     return digest.hexdigest()
 
 
-def detect_stored(faces: FacePipeline, raw: RawImages, i: int, data: bytes) -> FaceResult:
+def detect_stored(faces: FacePipeline, stored: RawImages, i: int, data: bytes) -> FaceResult:
     """Detect and align the face of image `i` on its bytes as stored, writing its crop loose;
     the result keeps no pixels (the commit reads the crop back)."""
-    name = f"{raw.shard_dir.name}/{raw.loose_name(i)}"
+    name = f"{stored.shard_dir.name}/{stored.loose_name(i)}"
     try:
         image = decode_image(data, name)
     except UnreadableImage as error:
@@ -128,7 +128,7 @@ def detect_stored(faces: FacePipeline, raw: RawImages, i: int, data: bytes) -> F
     result = faces.align(image)
     if result.aligned is not None:
         crop = encode_image(result.aligned[..., ::-1], "png", 0)
-        save_image(crop, raw.shard_dir / loose_crop(raw.plan, i))
+        save_image(crop, stored.shard_dir / loose_crop(stored.plan, i))
         result.aligned = None
     return result
 
@@ -147,13 +147,13 @@ class BackgroundStore:
     def __init__(
         self,
         faces: FacePipeline,
-        raw: RawImages,
+        stored: RawImages,
         keys: list[str],
         faults: Faults,
         depth: int = 2,
     ) -> None:
-        self.faces, self.raw, self.keys, self.faults = faces, raw, keys, faults
-        self.results: dict[int, FaceResult] = {}
+        self.faces, self.stored, self.keys, self.faults = faces, stored, keys, faults
+        self.checks: dict[int, FaceResult] = {}  # by planned image
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._failed = ""  # the image it failed on
@@ -174,7 +174,7 @@ class BackgroundStore:
             self._raise_error()
             if not self._thread.is_alive():
                 raise RuntimeError(
-                    f"shard {self.raw.plan.shard}: the thread storing and checking the images "
+                    f"shard {self.stored.plan.shard}: the thread storing and checking the images "
                     "ended unexpectedly"
                 )
             try:
@@ -190,31 +190,35 @@ class BackgroundStore:
             failed_at = ""
             try:
                 batch, images = item
-                failed_at = self.raw.loose_name(batch[0]) if batch else ""
+                failed_at = self.stored.loose_name(batch[0]) if batch else ""
                 for i, image in zip(batch, images, strict=True):
-                    failed_at = self.raw.loose_name(i)
-                    self.results[i] = self._store(i, image)
+                    failed_at = self.stored.loose_name(i)
+                    self.checks[i] = self._store(i, image)
             except BaseException as error:  # handed to the main thread
                 self._error, self._failed = error, failed_at
 
     def _store(self, i: int, image: np.ndarray) -> FaceResult:
-        raw, plan = self.raw, self.raw.plan
-        data = encode_image(image, raw.formats.loose_raw, raw.formats.raw_quality)
-        save_image(data, raw.shard_dir / raw.loose_name(i))
-        record = {**record_ids(plan, i), "image_key": self.keys[i], "raw_path": raw.loose_name(i)}
-        append_record(raw.shard_dir, record)
-        raw.loose.add(i)
+        stored, plan = self.stored, self.stored.plan
+        data = encode_image(image, stored.formats.loose_raw, stored.formats.raw_quality)
+        save_image(data, stored.shard_dir / stored.loose_name(i))
+        record = {
+            **record_ids(plan, i),
+            "image_key": self.keys[i],
+            "raw_path": stored.loose_name(i),
+        }
+        append_record(stored.shard_dir, record)
+        stored.loose.add(i)
         self.faults.image_written()
-        return detect_stored(self.faces, raw, i, data)
+        return detect_stored(self.faces, stored, i, data)
 
     def _raise_error(self) -> None:
         if self._error is None:
             return
         if isinstance(self._error, Digi2RealError):  # already one line naming what failed
             raise self._error
-        where = self.raw.shard_dir / self._failed
+        where = self.stored.shard_dir / self._failed
         raise RuntimeError(
-            f"shard {self.raw.plan.shard}: storing or checking generated images failed at "
+            f"shard {self.stored.plan.shard}: storing or checking generated images failed at "
             f"{where}: {self._error!r}"
         ) from self._error
 
@@ -226,7 +230,9 @@ class BackgroundStore:
             self._raise_error()
         elif self._error is not None:  # the main thread's error propagates; say this one too
             log.error(
-                "shard %d: the background store also failed: %r", self.raw.plan.shard, self._error
+                "shard %d: the background store also failed: %r",
+                self.stored.plan.shard,
+                self._error,
             )
 
 
@@ -244,7 +250,7 @@ def plan_batches(n_images: int, batch_size: int) -> list[list[int]]:
 
 def generate_missing(
     generator: Arc2FaceGenerator,
-    raw: RawImages,
+    stored: RawImages,
     store: BackgroundStore,
     should_stop,
     faults: Faults,
@@ -252,7 +258,7 @@ def generate_missing(
     """Generate the planned images no raw bytes were found for, handing each batch to the
     background store; the messages of those that failed. A batch is generated whole (its
     plan_batches companions too, stored already or not) when any of its images is missing."""
-    plan, missing = raw.plan, set(raw.missing())
+    plan, missing = stored.plan, set(stored.missing())
     progress = Progress(f"shard {plan.shard} generate", len(missing))
     failures: dict[int, str] = {}
     batch_size = generator.settings.batch_size
@@ -287,7 +293,7 @@ def generate_missing(
 
 def embed_and_pack(
     faces: FacePipeline,
-    raw: RawImages,
+    stored: RawImages,
     keys: list[str],
     checked: dict[int, FaceResult],
     failures: dict[int, str],
@@ -298,35 +304,37 @@ def embed_and_pack(
     same batches however the shard was resumed), and write the shard's archive aside: each raw
     image (unless not kept; its comment the image's key), then its crop in the configured
     format. Returns every image's result and the images with a crop."""
-    plan, formats = raw.plan, raw.formats
-    done = [i for i in range(len(plan)) if i not in failures]
-    progress = Progress(f"shard {plan.shard} embed and pack", len(done))
-    results = [
+    plan, formats = stored.plan, stored.formats
+    generated = [i for i in range(len(plan)) if i not in failures]  # stored bytes
+    progress = Progress(f"shard {plan.shard} embed and pack", len(generated))
+    checks = [
         checked.get(i) or FaceResult(Status.FAILED, failures.get(i, "")) for i in range(len(plan))
     ]
-    for i in done:
+    for i in generated:
         if i not in checked:
-            results[i] = detect_stored(faces, raw, i, raw.read(i))
-    cropped = {i for i in done if results[i].status is Status.OK}
-    with image_archive(raw.shard_dir / IMAGE_ARCHIVE) as archive:
-        for start in range(0, len(done), faces.batch_size):
-            batch = done[start : start + faces.batch_size]
+            checks[i] = detect_stored(faces, stored, i, stored.read(i))
+    cropped = {i for i in generated if checks[i].status is Status.OK}
+    with image_archive(stored.shard_dir / IMAGE_ARCHIVE) as archive:
+        for start in range(0, len(generated), faces.batch_size):
+            batch = generated[start : start + faces.batch_size]
             crops = {
-                i: (raw.shard_dir / loose_crop(plan, i)).read_bytes() for i in batch if i in cropped
+                i: (stored.shard_dir / loose_crop(plan, i)).read_bytes()
+                for i in batch
+                if i in cropped
             }
             for i, crop in crops.items():
                 if formats.aligned == "jpeg":  # the recognizer sees the crop as stored
                     rgb = decode_image(crop, loose_crop(plan, i))[..., ::-1]
                     crops[i] = encode_image(rgb, "jpeg", formats.aligned_quality)
-                results[i].aligned = decode_image(crops[i], aligned_member(plan, i, formats))
-            faces.embed_aligned([results[i] for i in batch])
+                checks[i].aligned = decode_image(crops[i], aligned_member(plan, i, formats))
+            faces.embed_aligned([checks[i] for i in batch])
             for i in batch:
                 if formats.keeps_raw:
-                    archive.add(raw.member(i), raw.read(i), comment=keys[i])
+                    archive.add(stored.member(i), stored.read(i), comment=keys[i])
                 if i in crops:
                     archive.add(aligned_member(plan, i, formats), crops[i])
-                    results[i].aligned = None
+                    checks[i].aligned = None
                 faults.image_packed()
             progress.advance(len(batch))
-        raw.archives.close()  # the archive this one replaces
-    return results, cropped
+        stored.archives.close()  # the archive this one replaces
+    return checks, cropped

@@ -459,7 +459,7 @@ MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
 
 def manifest_table(
     plan: ShardPlan,
-    results: list[FaceResult],
+    checks: list[FaceResult],
     keys: list[str],
     images_per_identity: int,
     formats: ImageFormats,
@@ -467,7 +467,7 @@ def manifest_table(
 ) -> pa.Table:
     rows: dict[str, list] = {column: [] for column in MANIFEST_COLUMNS}
     prototype = dict(zip(plan.identities, plan.prototypes, strict=True))
-    for i, result in enumerate(results):
+    for i, result in enumerate(checks):
         identity, index = plan.image_identity[i], plan.image_index[i]
         embedding = result.embedding
         ok = result.status is Status.OK and embedding is not None
@@ -525,7 +525,7 @@ def write_manifest(table: pa.Table, manifest: Path) -> None:
         pq.write_table(table, temporary)
 
 
-def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
+def read_shard_manifests(manifests: list[Path], results_dir: Path) -> pa.Table:
     tables = []
     for manifest in manifests:
         try:
@@ -535,7 +535,7 @@ def read_shard_manifests(manifests: list[Path], results: Path) -> pa.Table:
         missing = set(MANIFEST_COLUMNS) - set(table.column_names)
         if missing:
             raise DataError(f"{manifest}: not a shard manifest, lacks {sorted(missing)}")
-        prefix = str(manifest.parent.relative_to(results)) + "/"
+        prefix = str(manifest.parent.relative_to(results_dir)) + "/"
         values = table.column("archive")
         relative = pc.if_else(
             pc.equal(values, ""), "", pc.binary_join_element_wise(prefix, values, "")
@@ -588,17 +588,17 @@ def read_generated_embeddings(path: Path) -> GeneratedEmbeddings:
         )
 
 
-def checked_embeddings(plan: ShardPlan, results: list[FaceResult]) -> GeneratedEmbeddings:
+def checked_embeddings(plan: ShardPlan, checks: list[FaceResult]) -> GeneratedEmbeddings:
     """The embedding and landmarks of every image of the shard whose check found a face."""
-    rows = [i for i, result in enumerate(results) if result.embedding is not None]
+    rows = [i for i, result in enumerate(checks) if result.embedding is not None]
     no_landmarks = np.full((5, 2), np.nan, np.float32)
     return GeneratedEmbeddings(
         identity=[plan.image_identity[i] for i in rows],
         image_index=np.asarray([plan.image_index[i] for i in rows], np.int32),
-        embedding=np.asarray([results[i].embedding for i in rows], np.float32).reshape(-1, 512),
+        embedding=np.asarray([checks[i].embedding for i in rows], np.float32).reshape(-1, 512),
         landmarks=np.asarray(
             [
-                results[i].landmarks if results[i].landmarks is not None else no_landmarks
+                checks[i].landmarks if checks[i].landmarks is not None else no_landmarks
                 for i in rows
             ],
             np.float32,

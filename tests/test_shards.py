@@ -351,7 +351,7 @@ def test_the_store_holds_at_most_its_depth_of_batches(demo_root, tmp_path, monke
         assert thread.is_alive() and handed == [0, 1, 2]
         release.set()
         thread.join(timeout=30)
-    assert handed == list(range(6)) and sorted(store.results) == list(range(6))
+    assert handed == list(range(6)) and sorted(store.checks) == list(range(6))
 
 
 def test_sigterm_stops_the_shard_within_20_seconds_losing_nothing(

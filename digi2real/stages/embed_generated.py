@@ -31,6 +31,8 @@ def run(config: Config, manifest_path: Path, out: Path) -> None:
     )
     from digi2real.status import Status
 
+    # 1. The shard's images with a face and the crop its manifest lists for each, checked
+    # before any model loads.
     shard = manifest_path.parent
     generated = read_generated_embeddings(shard / EMBEDDINGS)
     manifest = pq.read_table(manifest_path, columns=["identity", "image_index", "aligned_path"])
@@ -38,16 +40,16 @@ def run(config: Config, manifest_path: Path, out: Path) -> None:
         (identity, index): path
         for identity, index, path in zip(*(c.to_pylist() for c in manifest.columns), strict=True)
     }
-    # The crops are aligned already: the recognizer alone, with quality.face's settings.
-    face = config["quality"]["face"]
-    settings = FaceSettings.aligned(str(face["providers"]), int(face["batch_size"]))
-    pipeline = face_pipeline(
-        settings, ModelPaths.from_config(config, *settings.models(RECOGNIZER)), RECOGNIZER
-    )
     keys = list(zip(generated.identity, generated.image_index.tolist(), strict=True))
     missing = [key for key in keys if not aligned.get(key)]
     if missing:
         raise DataError(f"{manifest_path}: no aligned crop listed for {missing[:3]}")
+    # 2. The recognizer alone (the crops are aligned already), with quality.face's settings.
+    face = config["quality"]["face"]
+    settings = FaceSettings.aligned(str(face["providers"]), int(face["batch_size"]))
+    paths = ModelPaths.from_config(config, *settings.models(RECOGNIZER))
+    pipeline = face_pipeline(settings, paths, RECOGNIZER)
+    # 3. Every crop embedded, in the recognizer's batches, row for row as the shard's file.
     archives = ImageArchives()
 
     def crop(key: tuple[str, int]) -> np.ndarray | Exception:

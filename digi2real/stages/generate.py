@@ -75,16 +75,16 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
             keys = [
                 shard_generation.image_key(shard_key, c, seed) for c, seed in conditions_and_seeds
             ]
-            raw = shard_store.locate_raw_images(plan, keys, shard_dir, image_formats)
+            stored = shard_store.locate_raw_images(plan, keys, shard_dir, image_formats)
             started = time.monotonic()
-            with shard_generation.BackgroundStore(checker, raw, keys, faults) as store:
+            with shard_generation.BackgroundStore(checker, stored, keys, faults) as store:
                 try:
                     failures = shard_generation.generate_missing(
-                        generator, raw, store, stop, faults
+                        generator, stored, store, stop, faults
                     )
                 except generation.Interrupted:
                     pass
-            checked = store.results
+            checked = store.checks
             log.info(
                 "shard %d: %d images generated, stored and checked in %.3f s",
                 plan.shard,
@@ -96,20 +96,20 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
                 log.warning("shard %d: stopped; images on disk are kept for the rerun", plan.shard)
                 return STOPPED
         else:  # only skipped identities: nothing to generate
-            raw = shard_store.locate_raw_images(plan, keys, shard_dir, image_formats)
+            stored = shard_store.locate_raw_images(plan, keys, shard_dir, image_formats)
     # 3. Check the images reused from earlier runs, embed every crop, and pack the images and
     # crops into the shard's archive, renamed into place once whole.
     started = time.monotonic()
-    results, cropped = shard_generation.embed_and_pack(
-        checker, raw, keys, checked, failures, faults
+    checks, cropped = shard_generation.embed_and_pack(
+        checker, stored, keys, checked, failures, faults
     )
     # 4. Commit: the embeddings of the checked images, then the manifest, last; then the loose
     # images, which the archive now holds, go.
     faults.before_commit()
-    embeddings = shard_store.checked_embeddings(plan, results)
+    embeddings = shard_store.checked_embeddings(plan, checks)
     shard_store.write_generated_embeddings(shard_dir / shard_store.EMBEDDINGS, embeddings)
     table = shard_store.manifest_table(
-        plan, results, keys, images_per_identity, image_formats, cropped
+        plan, checks, keys, images_per_identity, image_formats, cropped
     )
     shard_store.write_manifest(table, out)
     shard_store.remove_loose_images(shard_dir)
