@@ -271,11 +271,8 @@ class ArchivedImage:
     def open(self) -> Image.Image:
         """The image, decoded lazily as PIL does; DataError if the archive or member is not
         there."""
-        reader = ImageArchives(keep_open=1)
-        try:
-            return Image.open(io.BytesIO(reader.read(self.archive, self.member)))
-        finally:
-            reader.close()
+        data = ImageArchives(keep=1).read(self.archive, self.member)
+        return Image.open(io.BytesIO(data))
 
 
 # --- the records journal --------------------------------------------------------------------

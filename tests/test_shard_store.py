@@ -82,3 +82,15 @@ def test_the_archive_reader_reads_what_zipfile_reads(tmp_path):
         archive.add("raw/a/0.png", b"new bytes")
     reader.close()
     assert reader.read(path, "raw/a/0.png") == b"new bytes"
+
+
+def test_an_archived_image_opens_as_the_image_stored(tmp_path):
+    """What the report's figures draw: a member of a shard's archive, decoded."""
+    path = tmp_path / "images.zip"
+    pixels = np.random.default_rng(2).integers(0, 256, (8, 6, 3), np.uint8)
+    with shard_store.image_archive(path) as archive:
+        archive.add("aligned/a/0.png", shard_store.encode_image(pixels, "png", 0))
+    with shard_store.ArchivedImage(path, "aligned/a/0.png").open() as image:
+        assert np.array_equal(np.asarray(image), pixels)
+    with pytest.raises(DataError, match="has no member aligned/a/1.png"):
+        shard_store.ArchivedImage(path, "aligned/a/1.png").open()
