@@ -377,12 +377,20 @@ def histogram(values: np.ndarray) -> dict:
     return {"low": -1.0, "high": 1.0, "counts": counts.tolist()}
 
 
-def percentiles(values: np.ndarray, points: tuple[int, ...] = (1, 5, 25, 50, 75, 95, 99)) -> dict:
+def percentiles(
+    values: np.ndarray,
+    points: tuple[int, ...] = (1, 5, 25, 50, 75, 95, 99),
+    digits: int | None = None,
+) -> dict[str, float | None]:
+    """The `points` percentiles of the finite `values` (in float64), rounded to `digits` when
+    given; each None when no value is finite. The certificate's and the dataset card's."""
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     if not values.size:
         return {f"p{q}": None for q in points}
-    return {f"p{q}": float(np.percentile(values, q)) for q in points}
+    if digits is None:
+        return {f"p{q}": float(np.percentile(values, q)) for q in points}
+    return {f"p{q}": round(float(np.percentile(values, q)), digits) for q in points}
 
 
 # --- a whole dataset, and its sources -----------------------------------------------------------

@@ -315,6 +315,17 @@ def test_percentiles_ignore_non_finite_values():
     assert evaluation.percentiles(np.array([np.nan]), (50,)) == {"p50": None}
 
 
+def test_percentiles_rounded_to_digits():
+    # Two values: p0 and p100 are the values, p50 their mean (linear interpolation).
+    values = np.array([1 / 3, 2 / 3], np.float32)
+    assert evaluation.percentiles(values, (0, 50, 100), digits=4) == {
+        "p0": 0.3333,
+        "p50": 0.5,
+        "p100": 0.6667,
+    }
+    assert evaluation.percentiles(values[:0], (5, 95), digits=4) == {"p5": None, "p95": None}
+
+
 # --- a whole generated set, with planted leaks and collisions ---------------------------------
 
 SETTINGS = evaluation.EvaluationSettings(
