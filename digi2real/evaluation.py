@@ -10,6 +10,7 @@ N x N matrix is ever held.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +93,19 @@ def consistency(embeddings: np.ndarray, labels: list[str]) -> dict:
     }
 
 
+def similarity_blocks(vectors: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """The cosines of `vectors`' rows (unit, float32) a block of rows at a time: (start, the
+    rows from `start` against every row up to the block's last), one float32 product each.
+    A pair's cosine is computed once, in the row of its later member: whatever is read from
+    these blocks (the greedy pass, the colliding pairs) reads the same value for it."""
+    n = len(vectors)
+    # Rows per block: a block against every row up to it stays under 2^27 cosines.
+    rows_per_block = max(1, min(BLOCK_ROWS, 2**27 // max(n, 1)))
+    for start in range(0, n, rows_per_block):
+        block = vectors[start : start + rows_per_block]
+        yield start, block @ vectors[: start + len(block)].T
+
+
 @dataclass
 class Uniqueness:
     threshold: float
@@ -100,6 +114,10 @@ class Uniqueness:
     colliding_pairs: int  # identity pairs with centre cosine >= threshold
     top_pairs: list[tuple[str, str, float]]  # the most similar colliding pairs, highest first
     is_kept: np.ndarray  # (identities,) bool: kept by the greedy pass
+    # A dropped identity's most similar earlier kept one (the first on a tie) and their
+    # cosine, the reason it was dropped; -1 and NaN for a kept identity.
+    nearest_kept: np.ndarray  # (identities,) int64
+    nearest_kept_cos: np.ndarray  # (identities,) float32
 
     @property
     def u_class(self) -> float:
@@ -109,17 +127,16 @@ class Uniqueness:
 def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int = 1000):
     """DCFace's U_class: in the given order, an identity is kept if its centre's cosine to every
     earlier kept centre is below `threshold`. Also every colliding pair, the `top` most similar
-    of them listed."""
+    of them listed. The one greedy pass: the plan's prototype gate and the quality filter's
+    collision gate are this pass too."""
     n = len(names)
     is_kept = np.zeros(n, bool)
+    nearest_kept = np.full(n, -1, np.int64)
+    nearest_kept_cos = np.full(n, np.nan, np.float32)
     best = (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
     colliding = 0
-    # Rows per block: a block against every identity up to it stays under 2^27 cosines.
-    rows_per_block = max(1, min(BLOCK_ROWS, 2**27 // max(n, 1)))
-    for start in range(0, n, rows_per_block):
-        block = centres[start : start + rows_per_block]
-        rows = start + np.arange(len(block))
-        similar = block @ centres[: start + len(block)].T  # against itself and every earlier
+    for start, similar in similarity_blocks(centres):
+        rows = start + np.arange(len(similar))
         hits = (similar >= threshold) & (np.arange(similar.shape[1])[None, :] < rows[:, None])
         colliding += int(hits.sum())
         row, column = np.nonzero(hits)
@@ -129,9 +146,13 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
         # The `top` most similar so far, highest first, then by the identities' positions.
         order = np.lexsort((-seconds, -firsts, -scores))[:top]
         best = (scores[order], firsts[order], seconds[order])
-        for k in range(len(block)):
-            earlier = hits[k, : start + k]
-            is_kept[start + k] = not np.any(earlier & is_kept[: start + k])
+        for k, at in enumerate(rows):
+            to_kept = np.where(is_kept[:at], similar[k, :at], -np.inf)
+            closest = int(np.argmax(to_kept)) if at else -1
+            if closest >= 0 and to_kept[closest] >= threshold:
+                nearest_kept[at], nearest_kept_cos[at] = closest, to_kept[closest]
+            else:
+                is_kept[at] = True
     return Uniqueness(
         threshold=threshold,
         kept=int(is_kept.sum()),
@@ -141,6 +162,8 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
             (names[a], names[b], round(float(score), 6)) for score, a, b in zip(*best, strict=True)
         ],
         is_kept=is_kept,
+        nearest_kept=nearest_kept,
+        nearest_kept_cos=nearest_kept_cos,
     )
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from digi2real.evaluation import nearest, uniqueness
 from digi2real.formats import EmbeddingTable, ShardPlan
 
 PARALLEL_EPS = 1e-7
-BLOCK = 2048  # identities compared at once by gate_identities
 
 
 def stable_seed(*parts: object) -> int:
@@ -131,9 +131,8 @@ def gate_identities(
     """The plan's gates, in this order for each `eligible` identity in selection order: an
     identity whose prototype is at least `max_real_similarity` close to a `real` embedding is
     dropped; else one at least `max_prototype_similarity` close to an earlier identity that was
-    kept is dropped. Returns the reason of each dropped identity; a None threshold is off."""
-    from digi2real.evaluation import nearest
-
+    kept is dropped (evaluation.uniqueness's greedy pass, as the certificate counts it).
+    Returns the reason of each dropped identity; a None threshold is off."""
     dropped: dict[str, str] = {}
     candidates = np.flatnonzero(eligible)
     if max_real_similarity is not None and len(real) and len(candidates):
@@ -146,24 +145,18 @@ def gate_identities(
                 )
     if max_prototype_similarity is not None:
         order = [k for k in candidates if identities[k] not in dropped]
-        kept = np.zeros(len(order), bool)
-        vectors = prototypes[order].astype(np.float32)
-        # A block of identities at a time against all earlier ones: matrix products, not a
-        # loop of vector products, so 100,000 identities take seconds.
-        for start in range(0, len(order), BLOCK):
-            block = vectors[start : start + BLOCK]
-            similar = block @ vectors[: start + len(block)].T
-            for row in range(len(block)):
-                earlier = np.flatnonzero(kept[: start + row])
-                best = earlier[np.argmax(similar[row, earlier])] if len(earlier) else -1
-                if best >= 0 and similar[row, best] >= max_prototype_similarity:
-                    dropped[identities[order[start + row]]] = (
-                        f"prototype {similar[row, best]:.4f} cosine to identity "
-                        f"{identities[order[best]]}'s, at least "
-                        f"plan.max_prototype_similarity={max_prototype_similarity}"
-                    )
-                else:
-                    kept[start + row] = True
+        names = [identities[k] for k in order]
+        greedy = uniqueness(
+            names, prototypes[order].astype(np.float32), max_prototype_similarity, top=0
+        )
+        for name, at, score in zip(
+            names, greedy.nearest_kept, greedy.nearest_kept_cos, strict=True
+        ):
+            if at >= 0:
+                dropped[name] = (
+                    f"prototype {score:.4f} cosine to identity {names[at]}'s, at least "
+                    f"plan.max_prototype_similarity={max_prototype_similarity}"
+                )
     return dropped
 
 

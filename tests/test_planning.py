@@ -1,9 +1,11 @@
 """SLERP, prototypes, seeds and the identity plan, against closed-form math."""
 
+import re
+
 import numpy as np
 import pytest
 
-from digi2real import planning
+from digi2real import evaluation
 from digi2real.config import resolve_config
 from digi2real.formats import EmbeddingTable, read_plan, write_plan
 from digi2real.planning import (
@@ -276,7 +278,7 @@ def brute_gate(prototypes, eligible, threshold):
 
 @pytest.mark.parametrize("block", [1, 3, 2048])
 def test_prototype_gate_equals_a_brute_force_greedy(monkeypatch, block):
-    monkeypatch.setattr(planning, "BLOCK", block)
+    monkeypatch.setattr(evaluation, "BLOCK_ROWS", block)  # the gate is uniqueness's pass
     rng = np.random.default_rng(3)
     shared = normalize(rng.normal(size=512))
     prototypes = normalize(0.6 * shared + 0.4 * normalize(rng.normal(size=(25, 512))))
@@ -291,6 +293,29 @@ def test_prototype_gate_equals_a_brute_force_greedy(monkeypatch, block):
         every = brute_gate(prototypes.astype(np.float64), np.ones(25, bool), threshold)
         dropped = gate(names, prototypes, proto_max=threshold)
         assert sorted(dropped, key=names.index) == [names[k] for k in every]
+
+
+def test_prototype_gate_names_the_most_similar_kept_identity_and_agrees_with_uniqueness():
+    rng = np.random.default_rng(4)
+    shared = normalize(rng.normal(size=512))
+    prototypes = normalize(0.6 * shared + 0.4 * normalize(rng.normal(size=(25, 512))))
+    prototypes = prototypes.astype(np.float32)
+    names = [f"n{k}" for k in range(25)]
+    dropped = gate(names, prototypes, proto_max=0.71)
+    kept = []
+    for k in range(25):
+        scores = [float(prototypes[k].astype(np.float64) @ prototypes[j]) for j in kept]
+        if scores and max(scores) >= 0.71:
+            score, closest = re.match(
+                r"prototype (\S+) cosine to identity (\S+)'s", dropped[names[k]]
+            ).groups()
+            assert closest == f"n{kept[int(np.argmax(scores))]}"
+            assert float(score) == pytest.approx(max(scores), abs=1e-4)
+        else:
+            kept.append(k)
+    assert len(kept) == 25 - len(dropped) and 1 < len(dropped) < 20
+    # The certificate's U_class counts what the plan's gate kept.
+    assert evaluation.uniqueness(names, prototypes, 0.71).kept == len(kept)
 
 
 def test_real_gate_dropouts_do_not_block_the_prototype_gate():
