@@ -97,7 +97,8 @@ def similarity_blocks(vectors: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """The cosines of `vectors`' rows (unit, float32) a block of rows at a time: (start, the
     rows from `start` against every row up to the block's last), one float32 product each.
     A pair's cosine is computed once, in the row of its later member: whatever is read from
-    these blocks (the greedy pass, the colliding pairs) reads the same value for it."""
+    these blocks (the greedy pass, the colliding pairs, each row's nearest other) reads the
+    same value for it."""
     n = len(vectors)
     # Rows per block: a block against every row up to it stays under 2^27 cosines.
     rows_per_block = max(1, min(BLOCK_ROWS, 2**27 // max(n, 1)))
@@ -114,6 +115,7 @@ class Uniqueness:
     colliding_pairs: int  # identity pairs with centre cosine >= threshold
     top_pairs: list[tuple[str, str, float]]  # the most similar colliding pairs, highest first
     is_kept: np.ndarray  # (identities,) bool: kept by the greedy pass
+    in_colliding_pair: np.ndarray  # (identities,) bool: in at least one colliding pair
     # A dropped identity's most similar earlier kept one (the first on a tie) and their
     # cosine, the reason it was dropped; -1 and NaN for a kept identity.
     nearest_kept: np.ndarray  # (identities,) int64
@@ -131,6 +133,7 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
     collision gate are this pass too."""
     n = len(names)
     is_kept = np.zeros(n, bool)
+    in_pair = np.zeros(n, bool)
     nearest_kept = np.full(n, -1, np.int64)
     nearest_kept_cos = np.full(n, np.nan, np.float32)
     best = (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
@@ -140,6 +143,7 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
         hits = (similar >= threshold) & (np.arange(similar.shape[1])[None, :] < rows[:, None])
         colliding += int(hits.sum())
         row, column = np.nonzero(hits)
+        in_pair[rows[row]] = in_pair[column] = True
         scores = np.concatenate([best[0], similar[row, column]])
         firsts = np.concatenate([best[1], column])
         seconds = np.concatenate([best[2], rows[row]])
@@ -162,6 +166,7 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
             (names[a], names[b], round(float(score), 6)) for score, a, b in zip(*best, strict=True)
         ],
         is_kept=is_kept,
+        in_colliding_pair=in_pair,
         nearest_kept=nearest_kept,
         nearest_kept_cos=nearest_kept_cos,
     )
@@ -369,18 +374,25 @@ def leakage_summary(nearest_cosines: np.ndarray) -> dict:
 
 
 def nearest_other(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each row, the cosine to the most similar *other* row and that row's position
-    (-inf and -1 when there is no other row)."""
+    """For each row, the cosine to the most similar *other* row and that row's position (the
+    first, on a tie; -inf and -1 when there is no other row). From similarity_blocks, each
+    pair's one cosine read for both its rows: what uniqueness flags, this sees."""
     best = np.full(len(centres), -np.inf, np.float32)
     where = np.full(len(centres), -1, np.int64)
-    if len(centres) < 2:
-        return best, where
-    for start in range(0, len(centres), BLOCK_ROWS):
-        similar = centres[start : start + BLOCK_ROWS] @ centres.T
-        rows = np.arange(len(similar))
-        similar[rows, start + rows] = -np.inf
-        where[start : start + BLOCK_ROWS] = similar.argmax(axis=1)
-        best[start : start + BLOCK_ROWS] = similar.max(axis=1)
+    for start, similar in similarity_blocks(centres):
+        for k in range(len(similar)):
+            similar[k, start + k :] = -np.inf  # a row's later rows are read from their rows
+        # Earlier rows first, then later ones: a later row replaces only a higher cosine, so
+        # on a tie the first row stays.
+        rows = slice(start, start + len(similar))
+        column = similar.argmax(axis=1)
+        best[rows] = similar[np.arange(len(similar)), column]
+        where[rows] = np.where(np.isfinite(best[rows]), column, -1)
+        row = similar.argmax(axis=0)
+        value = similar[row, np.arange(similar.shape[1])]
+        later = value > best[: rows.stop]
+        best[: rows.stop][later] = value[later]
+        where[: rows.stop][later] = start + row[later]
     return best, where
 
 
@@ -488,10 +500,12 @@ def _identity_pairs(names: list[str], centres: np.ndarray, settings: EvaluationS
         }
         for s, u in at.items()
     }
-    collisions = closest >= settings.collision_threshold
-    summary["flag_threshold"] = settings.collision_threshold
+    # The flagged pairs and the identities in them from one pass: they agree by construction.
     flag = settings.collision_threshold
-    summary["flagged_pairs"] = (at.get(flag) or uniqueness(names, centres, flag, 1)).colliding_pairs
+    flagged = at.get(flag) or uniqueness(names, centres, flag, 1)
+    collisions = flagged.in_colliding_pair
+    summary["flag_threshold"] = flag
+    summary["flagged_pairs"] = flagged.colliding_pairs
     summary["flagged_identities"] = int(collisions.sum())
     columns = {
         "nearest_identity": [names[k] if k >= 0 else "" for k in where],
