@@ -15,6 +15,7 @@ from PIL import Image
 
 from digi2real.atomic import atomic_path
 from digi2real.config import Config
+from digi2real.evaluation import identity_centres, percentiles, uniqueness
 from digi2real.shard_store import ArchivedImage
 
 # The reasons, in the order the filter assigns them: an image gets the first that applies.
@@ -26,6 +27,9 @@ LOW_COS_PROTOTYPE = "low_cos_prototype"
 NEAR_REAL_FACE = "near_real_face"
 TOO_FEW_IN_IDENTITY = "too_few_images_in_identity"
 IDENTITY_COLLISION = "identity_collision"
+
+# The card's percentiles of each similarity, to 4 digits: a summary a person reads.
+CARD_PERCENTILES = (5, 25, 50, 75, 95)
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,6 @@ def _colliding(
 ) -> np.ndarray:
     """The passing rows of every identity whose centre is at least max_identity_similarity
     close to an earlier kept identity's, identities in manifest order (evaluation.uniqueness)."""
-    from digi2real.evaluation import identity_centres, uniqueness
-
     rows = np.flatnonzero(passing)
     if not len(rows):
         return np.zeros(len(identities), bool)
@@ -104,13 +106,6 @@ def _colliding(
 
 
 # --- the dataset card ---------------------------------------------------------------------
-
-
-def percentiles(values: np.ndarray) -> dict[str, float]:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return {}
-    return {f"p{q}": round(float(np.percentile(values, q)), 4) for q in (5, 25, 50, 75, 95)}
 
 
 def counts(table: pa.Table) -> dict:
@@ -159,9 +154,8 @@ def dataset_card(table: pa.Table, config: Config, model_hashes: dict[str, str]) 
     return {
         **counts(table),
         "similarity": {
-            "cos_prototype": percentiles(column("cos_prototype")[ok]),
-            "cos_condition": percentiles(column("cos_condition")[ok]),
-            "det_score": percentiles(column("det_score")[ok]),
+            name: percentiles(column(name)[ok], CARD_PERCENTILES, digits=4)
+            for name in ("cos_prototype", "cos_condition", "det_score")
         },
         "thresholds": Thresholds.from_config(config).__dict__,
         "config_sha256": config_hash(config),

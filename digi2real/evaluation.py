@@ -10,6 +10,7 @@ N x N matrix is ever held.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,26 +41,62 @@ def identity_positions(labels: list[str]) -> tuple[list[str], np.ndarray]:
     return names, np.fromiter((position[label] for label in labels), np.int64, len(labels))
 
 
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows (or a vector) scaled to unit length, in float64."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+
+@dataclass
+class CentreSums:
+    """Identity centres (METHOD.md's class prototypes), built a chunk of embeddings at a time:
+    per identity the sum of its embeddings, each scaled to unit length in float64, and their
+    count. The one computation of a centre: the plan's prototypes, the quality filter's and
+    the certificate's centres all come from here.
+
+    Each row is added on its own, in the order given, so any chunking gives the same sums to
+    the bit, and so does numpy's mean of an identity's rows at once (a sum row after row)."""
+
+    sums: np.ndarray  # (identities, dimension) float64
+    counts: np.ndarray  # (identities,) int64
+
+    @classmethod
+    def zeros(cls, identities: int, dimension: int) -> CentreSums:
+        return cls(np.zeros((identities, dimension)), np.zeros(identities, np.int64))
+
+    def add(self, embeddings: np.ndarray, identity: np.ndarray) -> None:
+        """Add each row of `embeddings` to the identity at its position in `identity`."""
+        np.add.at(self.sums, identity, normalize(embeddings))
+        np.add.at(self.counts, identity, 1)
+
+    def centres(self) -> np.ndarray:
+        """(identities, dimension) float64: each identity's mean unit embedding, renormalised
+        to unit length; zeros for an identity with no embedding."""
+        out = np.zeros_like(self.sums)
+        some = self.counts > 0
+        out[some] = normalize(self.sums[some] / self.counts[some, None])
+        return out
+
+
+def centre(embeddings: np.ndarray) -> np.ndarray:
+    """One identity's centre from all its embeddings: the mean of the unit embeddings,
+    renormalised (float64)."""
+    sums = CentreSums.zeros(1, embeddings.shape[-1])
+    sums.add(embeddings, np.zeros(len(embeddings), np.int64))
+    return sums.centres()[0]
+
+
 def identity_centres(
     embeddings: np.ndarray, labels: list[str]
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Identities in order of first appearance, their centres (the renormalised mean of their
-    embeddings) and each row's identity position. Summed in float64, a chunk of rows at a time."""
+    """Identities in order of first appearance, their centres (CentreSums, as float32) and each
+    row's identity position. A chunk of rows at a time: 400,000 rows in float64 are 1.6 GB."""
     names, index = identity_positions(labels)
-    sums = np.zeros((len(names), embeddings.shape[1]), np.float64)
-    add_by_group(sums, embeddings, index)
-    return names, unit(sums), index
-
-
-def add_by_group(sums: np.ndarray, values: np.ndarray, group: np.ndarray) -> None:
-    """sums[g] += every row of `values` whose `group` is g, in float64, a chunk at a time: one
-    sum per run of a group's rows (np.add.reduceat), then the runs into their group's row."""
-    order = np.argsort(group, kind="stable")  # rows of one group side by side
-    for start in range(0, len(order), BLOCK_ROWS * 16):
-        rows = order[start : start + BLOCK_ROWS * 16]
-        groups = group[rows]
-        first = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-        np.add.at(sums, groups[first], np.add.reduceat(values[rows].astype(np.float64), first))
+    sums = CentreSums.zeros(len(names), embeddings.shape[1])
+    for start in range(0, len(index), BLOCK_ROWS * 16):
+        rows = slice(start, start + BLOCK_ROWS * 16)
+        sums.add(embeddings[rows], index[rows])
+    return names, sums.centres().astype(np.float32), index
 
 
 def cosine_to_centre(embeddings: np.ndarray, centres: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -92,6 +129,20 @@ def consistency(embeddings: np.ndarray, labels: list[str]) -> dict:
     }
 
 
+def similarity_blocks(vectors: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """The cosines of `vectors`' rows (unit, float32) a block of rows at a time: (start, the
+    rows from `start` against every row up to the block's last), one float32 product each.
+    A pair's cosine is computed once, in the row of its later member: whatever is read from
+    these blocks (the greedy pass, the colliding pairs, each row's nearest other) reads the
+    same value for it."""
+    n = len(vectors)
+    # Rows per block: a block against every row up to it stays under 2^27 cosines.
+    rows_per_block = max(1, min(BLOCK_ROWS, 2**27 // max(n, 1)))
+    for start in range(0, n, rows_per_block):
+        block = vectors[start : start + rows_per_block]
+        yield start, block @ vectors[: start + len(block)].T
+
+
 @dataclass
 class Uniqueness:
     threshold: float
@@ -100,6 +151,11 @@ class Uniqueness:
     colliding_pairs: int  # identity pairs with centre cosine >= threshold
     top_pairs: list[tuple[str, str, float]]  # the most similar colliding pairs, highest first
     is_kept: np.ndarray  # (identities,) bool: kept by the greedy pass
+    in_colliding_pair: np.ndarray  # (identities,) bool: in at least one colliding pair
+    # A dropped identity's most similar earlier kept one (the first on a tie) and their
+    # cosine, the reason it was dropped; -1 and NaN for a kept identity.
+    nearest_kept: np.ndarray  # (identities,) int64
+    nearest_kept_cos: np.ndarray  # (identities,) float32
 
     @property
     def u_class(self) -> float:
@@ -109,29 +165,34 @@ class Uniqueness:
 def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int = 1000):
     """DCFace's U_class: in the given order, an identity is kept if its centre's cosine to every
     earlier kept centre is below `threshold`. Also every colliding pair, the `top` most similar
-    of them listed."""
+    of them listed. The one greedy pass: the plan's prototype gate and the quality filter's
+    collision gate are this pass too."""
     n = len(names)
     is_kept = np.zeros(n, bool)
+    in_pair = np.zeros(n, bool)
+    nearest_kept = np.full(n, -1, np.int64)
+    nearest_kept_cos = np.full(n, np.nan, np.float32)
     best = (np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64))
     colliding = 0
-    # Rows per block: a block against every identity up to it stays under 2^27 cosines.
-    rows_per_block = max(1, min(BLOCK_ROWS, 2**27 // max(n, 1)))
-    for start in range(0, n, rows_per_block):
-        block = centres[start : start + rows_per_block]
-        rows = start + np.arange(len(block))
-        similar = block @ centres[: start + len(block)].T  # against itself and every earlier
+    for start, similar in similarity_blocks(centres):
+        rows = start + np.arange(len(similar))
         hits = (similar >= threshold) & (np.arange(similar.shape[1])[None, :] < rows[:, None])
         colliding += int(hits.sum())
         row, column = np.nonzero(hits)
+        in_pair[rows[row]] = in_pair[column] = True
         scores = np.concatenate([best[0], similar[row, column]])
         firsts = np.concatenate([best[1], column])
         seconds = np.concatenate([best[2], rows[row]])
         # The `top` most similar so far, highest first, then by the identities' positions.
         order = np.lexsort((-seconds, -firsts, -scores))[:top]
         best = (scores[order], firsts[order], seconds[order])
-        for k in range(len(block)):
-            earlier = hits[k, : start + k]
-            is_kept[start + k] = not np.any(earlier & is_kept[: start + k])
+        for k, at in enumerate(rows):
+            to_kept = np.where(is_kept[:at], similar[k, :at], -np.inf)
+            closest = int(np.argmax(to_kept)) if at else -1
+            if closest >= 0 and to_kept[closest] >= threshold:
+                nearest_kept[at], nearest_kept_cos[at] = closest, to_kept[closest]
+            else:
+                is_kept[at] = True
     return Uniqueness(
         threshold=threshold,
         kept=int(is_kept.sum()),
@@ -141,6 +202,9 @@ def uniqueness(names: list[str], centres: np.ndarray, threshold: float, top: int
             (names[a], names[b], round(float(score), 6)) for score, a, b in zip(*best, strict=True)
         ],
         is_kept=is_kept,
+        in_colliding_pair=in_pair,
+        nearest_kept=nearest_kept,
+        nearest_kept_cos=nearest_kept_cos,
     )
 
 
@@ -346,18 +410,25 @@ def leakage_summary(nearest_cosines: np.ndarray) -> dict:
 
 
 def nearest_other(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each row, the cosine to the most similar *other* row and that row's position
-    (-inf and -1 when there is no other row)."""
+    """For each row, the cosine to the most similar *other* row and that row's position (the
+    first, on a tie; -inf and -1 when there is no other row). From similarity_blocks, each
+    pair's one cosine read for both its rows: what uniqueness flags, this sees."""
     best = np.full(len(centres), -np.inf, np.float32)
     where = np.full(len(centres), -1, np.int64)
-    if len(centres) < 2:
-        return best, where
-    for start in range(0, len(centres), BLOCK_ROWS):
-        similar = centres[start : start + BLOCK_ROWS] @ centres.T
-        rows = np.arange(len(similar))
-        similar[rows, start + rows] = -np.inf
-        where[start : start + BLOCK_ROWS] = similar.argmax(axis=1)
-        best[start : start + BLOCK_ROWS] = similar.max(axis=1)
+    for start, similar in similarity_blocks(centres):
+        for k in range(len(similar)):
+            similar[k, start + k :] = -np.inf  # a row's later rows are read from their rows
+        # Earlier rows first, then later ones: a later row replaces only a higher cosine, so
+        # on a tie the first row stays.
+        rows = slice(start, start + len(similar))
+        column = similar.argmax(axis=1)
+        best[rows] = similar[np.arange(len(similar)), column]
+        where[rows] = np.where(np.isfinite(best[rows]), column, -1)
+        row = similar.argmax(axis=0)
+        value = similar[row, np.arange(similar.shape[1])]
+        later = value > best[: rows.stop]
+        best[: rows.stop][later] = value[later]
+        where[: rows.stop][later] = start + row[later]
     return best, where
 
 
@@ -377,12 +448,20 @@ def histogram(values: np.ndarray) -> dict:
     return {"low": -1.0, "high": 1.0, "counts": counts.tolist()}
 
 
-def percentiles(values: np.ndarray, points: tuple[int, ...] = (1, 5, 25, 50, 75, 95, 99)) -> dict:
+def percentiles(
+    values: np.ndarray,
+    points: tuple[int, ...] = (1, 5, 25, 50, 75, 95, 99),
+    digits: int | None = None,
+) -> dict[str, float | None]:
+    """The `points` percentiles of the finite `values` (in float64), rounded to `digits` when
+    given; each None when no value is finite. The certificate's and the dataset card's."""
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
     if not values.size:
         return {f"p{q}": None for q in points}
-    return {f"p{q}": float(np.percentile(values, q)) for q in points}
+    if digits is None:
+        return {f"p{q}": float(np.percentile(values, q)) for q in points}
+    return {f"p{q}": round(float(np.percentile(values, q)), digits) for q in points}
 
 
 # --- a whole dataset, and its sources -----------------------------------------------------------
@@ -457,10 +536,12 @@ def _identity_pairs(names: list[str], centres: np.ndarray, settings: EvaluationS
         }
         for s, u in at.items()
     }
-    collisions = closest >= settings.collision_threshold
-    summary["flag_threshold"] = settings.collision_threshold
+    # The flagged pairs and the identities in them from one pass: they agree by construction.
     flag = settings.collision_threshold
-    summary["flagged_pairs"] = (at.get(flag) or uniqueness(names, centres, flag, 1)).colliding_pairs
+    flagged = at.get(flag) or uniqueness(names, centres, flag, 1)
+    collisions = flagged.in_colliding_pair
+    summary["flag_threshold"] = flag
+    summary["flagged_pairs"] = flagged.colliding_pairs
     summary["flagged_identities"] = int(collisions.sum())
     columns = {
         "nearest_identity": [names[k] if k >= 0 else "" for k in where],

@@ -7,14 +7,16 @@ image never depends on the shard or batch it is later generated in.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from digi2real.evaluation import CentreSums, centre, nearest, normalize, uniqueness
 from digi2real.formats import EmbeddingTable, ShardPlan
 
 PARALLEL_EPS = 1e-7
-BLOCK = 2048  # identities compared at once by gate_identities
+CHUNK_ROWS = 65_536  # embeddings summed into prototypes at once: 256 MB in float64
 
 
 def stable_seed(*parts: object) -> int:
@@ -27,14 +29,10 @@ def image_seed(global_seed: int, identity: str, image_index: int) -> int:
     return stable_seed("image", global_seed, identity, image_index)
 
 
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float64)
-    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
-
-
 def prototype(embeddings: np.ndarray) -> np.ndarray:
-    """The class prototype: the mean of unit embeddings, renormalised to unit length."""
-    return normalize(normalize(embeddings).mean(axis=0))
+    """The class prototype: the mean of unit embeddings, renormalised to unit length (float64;
+    evaluation.centre, the centre the quality filter and the certificate take too)."""
+    return centre(embeddings)
 
 
 def slerp(p: np.ndarray, e: np.ndarray, t: float) -> np.ndarray:
@@ -110,13 +108,31 @@ def group_by_identity(table: EmbeddingTable) -> dict[str, list[int]]:
 def prototypes_of(table: EmbeddingTable, identities: list[str]) -> np.ndarray:
     """(len(identities), 512) float32: each identity's prototype from its `ok` source images;
     zeros for an identity with none."""
-    rows = group_by_identity(table)
-    out = np.zeros((len(identities), 512), np.float32)
-    for k, identity in enumerate(identities):
-        ok_rows = [row for row in rows.get(identity, []) if table.status[row] == 0]
-        if ok_rows:
-            out[k] = prototype(table.embedding[ok_rows].astype(np.float64))
-    return out
+    chunks = (
+        (start, table.embedding[start : start + CHUNK_ROWS])
+        for start in range(0, len(table.identity), CHUNK_ROWS)
+    )
+    return prototypes_from_chunks(chunks, table.status, table.identity, identities)
+
+
+def prototypes_from_chunks(
+    chunks: Iterable[tuple[int, np.ndarray]],
+    status: np.ndarray,
+    row_identity: list[str],
+    identities: list[str],
+) -> np.ndarray:
+    """(len(identities), 512) float32: each identity's prototype from its rows whose `status`
+    is ok, the embeddings given a chunk of rows at a time (the first row's position, the rows);
+    zeros for an identity with none. The same to the bit whatever the chunks (CentreSums)."""
+    position = {identity: k for k, identity in enumerate(identities)}
+    row_position = np.array([position.get(name, -1) for name in row_identity], np.int64)
+    usable = (np.asarray(status) == 0) & (row_position >= 0)
+    sums = CentreSums.zeros(len(identities), 512)
+    for start, chunk in chunks:
+        rows = slice(start, start + len(chunk))
+        keep = usable[rows]
+        sums.add(chunk[keep], row_position[rows][keep])
+    return sums.centres().astype(np.float32)
 
 
 def gate_identities(
@@ -131,9 +147,8 @@ def gate_identities(
     """The plan's gates, in this order for each `eligible` identity in selection order: an
     identity whose prototype is at least `max_real_similarity` close to a `real` embedding is
     dropped; else one at least `max_prototype_similarity` close to an earlier identity that was
-    kept is dropped. Returns the reason of each dropped identity; a None threshold is off."""
-    from digi2real.evaluation import nearest
-
+    kept is dropped (evaluation.uniqueness's greedy pass, as the certificate counts it).
+    Returns the reason of each dropped identity; a None threshold is off."""
     dropped: dict[str, str] = {}
     candidates = np.flatnonzero(eligible)
     if max_real_similarity is not None and len(real) and len(candidates):
@@ -146,24 +161,18 @@ def gate_identities(
                 )
     if max_prototype_similarity is not None:
         order = [k for k in candidates if identities[k] not in dropped]
-        kept = np.zeros(len(order), bool)
-        vectors = prototypes[order].astype(np.float32)
-        # A block of identities at a time against all earlier ones: matrix products, not a
-        # loop of vector products, so 100,000 identities take seconds.
-        for start in range(0, len(order), BLOCK):
-            block = vectors[start : start + BLOCK]
-            similar = block @ vectors[: start + len(block)].T
-            for row in range(len(block)):
-                earlier = np.flatnonzero(kept[: start + row])
-                best = earlier[np.argmax(similar[row, earlier])] if len(earlier) else -1
-                if best >= 0 and similar[row, best] >= max_prototype_similarity:
-                    dropped[identities[order[start + row]]] = (
-                        f"prototype {similar[row, best]:.4f} cosine to identity "
-                        f"{identities[order[best]]}'s, at least "
-                        f"plan.max_prototype_similarity={max_prototype_similarity}"
-                    )
-                else:
-                    kept[start + row] = True
+        names = [identities[k] for k in order]
+        greedy = uniqueness(
+            names, prototypes[order].astype(np.float32), max_prototype_similarity, top=0
+        )
+        for name, at, score in zip(
+            names, greedy.nearest_kept, greedy.nearest_kept_cos, strict=True
+        ):
+            if at >= 0:
+                dropped[name] = (
+                    f"prototype {score:.4f} cosine to identity {names[at]}'s, at least "
+                    f"plan.max_prototype_similarity={max_prototype_similarity}"
+                )
     return dropped
 
 

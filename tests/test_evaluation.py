@@ -315,6 +315,17 @@ def test_percentiles_ignore_non_finite_values():
     assert evaluation.percentiles(np.array([np.nan]), (50,)) == {"p50": None}
 
 
+def test_percentiles_rounded_to_digits():
+    # Two values: p0 and p100 are the values, p50 their mean (linear interpolation).
+    values = np.array([1 / 3, 2 / 3], np.float32)
+    assert evaluation.percentiles(values, (0, 50, 100), digits=4) == {
+        "p0": 0.3333,
+        "p50": 0.5,
+        "p100": 0.6667,
+    }
+    assert evaluation.percentiles(values[:0], (5, 95), digits=4) == {"p5": None, "p95": None}
+
+
 # --- a whole generated set, with planted leaks and collisions ---------------------------------
 
 SETTINGS = evaluation.EvaluationSettings(
@@ -520,6 +531,75 @@ def test_sources_flag_planted_leaks_and_collisions_among_the_considered():
     )
     assert summary["leakage"]["flagged_identities"] == ["s3", "s9"]
     assert summary["uniqueness"]["flagged_pairs"] == 2
+
+
+# --- flagged pairs and flagged identities, right at the threshold -----------------------------
+
+
+def float32_steps(value: float, steps: int) -> list[float]:
+    """The float32 numbers from `steps` below float32(value) to `steps` above it."""
+    down = up = np.float32(value)
+    below, above = [], []
+    for _ in range(steps):
+        down, up = np.nextafter(down, np.float32(-2)), np.nextafter(up, np.float32(2))
+        below.append(float(down))
+        above.append(float(up))
+    return below[::-1] + [float(np.float32(value))] + above
+
+
+@pytest.mark.parametrize("block", [1, 3, 4096])
+def test_flagged_pairs_and_identities_agree_at_every_threshold_near_a_pair(monkeypatch, block):
+    # One near-duplicate pair, every other pair far apart. Its cosine can differ in the last
+    # bits between two float32 products of different shapes (with one row a block, by 7e-8 on
+    # the BLAS this was written on): at a threshold between those values, pairs counted from
+    # one product and identities flagged from another disagreed (the identities flagged, no
+    # pair), so every float32 threshold around the cosine is tried.
+    monkeypatch.setattr(evaluation, "BLOCK_ROWS", block)
+    rng = np.random.default_rng(13)
+    centres = unit(rng.normal(size=(12, 512)))
+    centres[2] = unit([centres[1] + 0.3 * unit(rng.normal(size=(1, 512)))[0]])[0]
+    names = [f"s{k}" for k in range(12)]
+    exact = float(centres[2].astype(np.float64) @ centres[1])
+    assert 0.9 < exact and np.delete(centres @ centres.T - np.eye(12), [1, 2], 0).max() < 0.5
+    for threshold in float32_steps(exact, 16):
+        settings = dataclasses.replace(SETTINGS, collision_threshold=threshold)
+        summary, table, _ = evaluation.evaluate_sources(
+            names, centres, np.ones(12, bool), evaluation.Gallery(centres[:0], []), settings
+        )
+        flagged = [n for n, hit in zip(names, table["collision"], strict=True) if hit]
+        assert summary["uniqueness"]["flagged_pairs"] in (0, 1)
+        assert flagged == (["s1", "s2"] if summary["uniqueness"]["flagged_pairs"] else [])
+        assert summary["uniqueness"]["flagged_identities"] == len(flagged)
+        for name in ("s1", "s2"):
+            nearest_cos = table["nearest_identity_cos"][names.index(name)]
+            assert (nearest_cos >= np.float32(threshold)) == (name in flagged)
+
+
+@pytest.mark.parametrize("block", [1, 4, 4096])
+def test_every_flagged_identity_is_in_a_flagged_pair_and_back(monkeypatch, block):
+    # Many collisions, thresholds exactly at cosines the evaluation itself reports.
+    monkeypatch.setattr(evaluation, "BLOCK_ROWS", block)
+    monkeypatch.setattr(evaluation, "THRESHOLDS", ())  # the pairs table: the flagged pairs
+    rng = np.random.default_rng(17)
+    shared = unit(rng.normal(size=(1, 512)))
+    centres = unit(0.7 * shared + 0.3 * unit(rng.normal(size=(30, 512))))
+    names = [f"s{k}" for k in range(30)]
+    _, table, _ = evaluation.evaluate_sources(
+        names, centres, np.ones(30, bool), evaluation.Gallery(centres[:0], []), SETTINGS
+    )
+    cosines = sorted(table["nearest_identity_cos"])
+    for threshold in cosines[::3]:
+        settings = dataclasses.replace(SETTINGS, collision_threshold=threshold, top_pairs=10**6)
+        summary, table, pairs = evaluation.evaluate_sources(
+            names, centres, np.ones(30, bool), evaluation.Gallery(centres[:0], []), settings
+        )
+        flagged = {n for n, hit in zip(names, table["collision"], strict=True) if hit}
+        assert flagged == set(pairs["identity_a"]) | set(pairs["identity_b"])
+        assert len(flagged) == summary["uniqueness"]["flagged_identities"]
+        assert len(pairs["cosine"]) == summary["uniqueness"]["flagged_pairs"] > 0
+        # Each identity's nearest other is at or above the threshold exactly when it is flagged.
+        for name, cos in zip(names, table["nearest_identity_cos"], strict=True):
+            assert (cos >= np.float32(threshold)) == (name in flagged)
 
 
 # --- the EER found by bisection is the argmin over the whole curves ------------------------------

@@ -1,11 +1,13 @@
 """SLERP, prototypes, seeds and the identity plan, against closed-form math."""
 
+import re
+
 import numpy as np
 import pytest
 
-from digi2real import planning
+from digi2real import evaluation, planning
 from digi2real.config import resolve_config
-from digi2real.formats import EmbeddingTable, read_plan, write_plan
+from digi2real.formats import EmbeddingTable, read_plan, write_embeddings, write_plan
 from digi2real.planning import (
     PlanSettings,
     gate_identities,
@@ -88,6 +90,18 @@ def test_prototype_is_the_renormalised_mean():
     scaled = vectors.copy()
     scaled[0] *= 7.0
     np.testing.assert_allclose(prototype(scaled), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 20, 73])
+def test_prototype_is_numpys_mean_of_unit_rows_to_the_bit(n):
+    # The arithmetic the plans were always made with: a changed last bit changes a condition,
+    # and so every image.
+    def unit_rows(vectors):  # as the plans' prototypes have always been normalised
+        vectors = vectors.astype(np.float64)
+        return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+
+    vectors = RNG.normal(size=(n, 512)).astype(np.float32)
+    np.testing.assert_array_equal(prototype(vectors), unit_rows(unit_rows(vectors).mean(axis=0)))
 
 
 def test_image_seed_is_stable_and_depends_on_every_part():
@@ -276,7 +290,7 @@ def brute_gate(prototypes, eligible, threshold):
 
 @pytest.mark.parametrize("block", [1, 3, 2048])
 def test_prototype_gate_equals_a_brute_force_greedy(monkeypatch, block):
-    monkeypatch.setattr(planning, "BLOCK", block)
+    monkeypatch.setattr(evaluation, "BLOCK_ROWS", block)  # the gate is uniqueness's pass
     rng = np.random.default_rng(3)
     shared = normalize(rng.normal(size=512))
     prototypes = normalize(0.6 * shared + 0.4 * normalize(rng.normal(size=(25, 512))))
@@ -291,6 +305,29 @@ def test_prototype_gate_equals_a_brute_force_greedy(monkeypatch, block):
         every = brute_gate(prototypes.astype(np.float64), np.ones(25, bool), threshold)
         dropped = gate(names, prototypes, proto_max=threshold)
         assert sorted(dropped, key=names.index) == [names[k] for k in every]
+
+
+def test_prototype_gate_names_the_most_similar_kept_identity_and_agrees_with_uniqueness():
+    rng = np.random.default_rng(4)
+    shared = normalize(rng.normal(size=512))
+    prototypes = normalize(0.6 * shared + 0.4 * normalize(rng.normal(size=(25, 512))))
+    prototypes = prototypes.astype(np.float32)
+    names = [f"n{k}" for k in range(25)]
+    dropped = gate(names, prototypes, proto_max=0.71)
+    kept = []
+    for k in range(25):
+        scores = [float(prototypes[k].astype(np.float64) @ prototypes[j]) for j in kept]
+        if scores and max(scores) >= 0.71:
+            score, closest = re.match(
+                r"prototype (\S+) cosine to identity (\S+)'s", dropped[names[k]]
+            ).groups()
+            assert closest == f"n{kept[int(np.argmax(scores))]}"
+            assert float(score) == pytest.approx(max(scores), abs=1e-4)
+        else:
+            kept.append(k)
+    assert len(kept) == 25 - len(dropped) and 1 < len(dropped) < 20
+    # The certificate's U_class counts what the plan's gate kept.
+    assert evaluation.uniqueness(names, prototypes, 0.71).kept == len(kept)
 
 
 def test_real_gate_dropouts_do_not_block_the_prototype_gate():
@@ -339,6 +376,56 @@ def test_prototypes_of_uses_ok_rows_only_and_zeros_without_any():
     mean = table.embedding[0].astype(np.float64) + table.embedding[2]
     np.testing.assert_allclose(out[1], mean / np.linalg.norm(mean), atol=1e-6)
     assert not out[0].any() and not out[2].any()
+
+
+def shuffled_table(rng) -> EmbeddingTable:
+    """Identities of 1 to 9 images, their rows interleaved, a few not ok (zero embeddings)."""
+    identity = [f"i{k}" for k in range(8) for _ in range(int(rng.integers(1, 10)))]
+    identity = [identity[k] for k in rng.permutation(len(identity))]
+    status = np.where(rng.random(len(identity)) < 0.2, 2, 0).astype(np.int8)
+    embedding = normalize(rng.normal(size=(len(identity), 512))).astype(np.float32)
+    embedding[status != 0] = 0
+    return EmbeddingTable(
+        embedding=embedding,
+        status=status,
+        identity=identity,
+        path=[f"{k}.png" for k in range(len(identity))],
+        det_score=np.ones(len(identity), np.float32),
+        message=[""] * len(identity),
+    )
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 65_536])
+def test_one_centre_everywhere_to_the_bit(monkeypatch, tmp_path, chunk):
+    # The plan's prototypes, the gates', the certificate's centres and the streamed
+    # prototypes of the evaluation are one computation: equal to the bit, whatever the chunks.
+    from digi2real.stages.evaluate import streamed_prototypes
+
+    monkeypatch.setattr(planning, "CHUNK_ROWS", chunk)
+    monkeypatch.setattr(evaluation, "BLOCK_ROWS", max(1, chunk // 16))
+    table = shuffled_table(np.random.default_rng(8))
+    names = [f"i{k}" for k in range(8)] + ["missing"]
+    gated = prototypes_of(table, names)
+    settings = plan_settings(images_per_identity=1, min_source_images=1)
+    planned = np.stack(plan_identities(table, names, settings, shard=0).prototypes)
+    np.testing.assert_array_equal(gated, planned)
+    assert not gated[-1].any()
+    write_embeddings(tmp_path / "digiface.h5", table)
+    streamed = streamed_prototypes(tmp_path / "digiface.h5", table, names)
+    np.testing.assert_array_equal(streamed, gated)
+    ok = table.status == 0
+    labels = [name for name, good in zip(table.identity, ok, strict=True) if good]
+    centre_names, centres, _ = evaluation.identity_centres(table.embedding[ok], labels)
+    np.testing.assert_array_equal(centres, gated[[names.index(n) for n in centre_names]])
+    # Against the definition, in float64 and plain Python.
+    for name, got in zip(names[:-1], gated[:-1], strict=True):
+        rows = [
+            v.astype(np.float64) / np.linalg.norm(v.astype(np.float64))
+            for v, n, good in zip(table.embedding, table.identity, ok, strict=True)
+            if n == name and good
+        ]
+        mean = sum(rows) / len(rows)
+        np.testing.assert_allclose(got, mean / np.linalg.norm(mean), atol=1e-7)
 
 
 def test_dropped_identities_are_skipped_with_their_reason_and_prototype():

@@ -183,23 +183,14 @@ def run(
 
 
 def streamed_prototypes(path: Path, table, names: list[str]):
-    """Each identity's prototype (the renormalised mean of its `ok` unit embeddings, as
-    planning.prototype), from the embeddings file at `path` read a chunk at a time; `table` is
-    its statuses and identities. Zeros for an identity with no `ok` image."""
-    import numpy as np
-
-    from digi2real.evaluation import add_by_group, unit
+    """Each identity's prototype, as planning.prototypes_of makes it (to the bit), from the
+    embeddings file at `path` read a chunk at a time; `table` is its statuses and identities.
+    Zeros for an identity with no `ok` image."""
     from digi2real.formats import iter_embedding_chunks
+    from digi2real.planning import CHUNK_ROWS, prototypes_from_chunks
 
-    position = {name: k for k, name in enumerate(names)}
-    row_identity = np.array([position.get(name, -1) for name in table.identity], np.int64)
-    usable = (table.status == 0) & (row_identity >= 0)
-    sums = np.zeros((len(names), 512), np.float64)
-    for start, chunk in iter_embedding_chunks(path, 65_536):
-        rows = slice(start, start + len(chunk))
-        keep = usable[rows]
-        add_by_group(sums, unit(chunk[keep]), row_identity[rows][keep])
-    return unit(sums)
+    chunks = iter_embedding_chunks(path, CHUNK_ROWS)
+    return prototypes_from_chunks(chunks, table.status, table.identity, names)
 
 
 def _with_skipped(table: dict, names: list[str], status: list[str], reasons: list[str]) -> dict:
