@@ -1,9 +1,10 @@
 """Rule `evaluate`: the dataset's certificate, from embeddings alone (no FR model is trained).
 
 Over the passed images: identity consistency, uniqueness, verification on the set itself,
-leakage against every real face the run embedded (FFHQ), head-pose diversity, and the yield
-from the inputs to the dataset. The same leakage and uniqueness for the DigiFace prototypes the
-plan started from, so a leak can be traced to the generator or to the rendered identity.
+leakage against every real face the run embedded (FFHQ, and the gallery where one is set),
+head-pose diversity, and the yield from the inputs to the dataset. The same leakage and
+uniqueness for the DigiFace prototypes the plan started from, so a leak can be traced to the
+generator or to the rendered identity.
 """
 
 from __future__ import annotations
