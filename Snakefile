@@ -14,6 +14,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     dataset="digiface|ffhq|gallery",
+    space=EMBEDDING_SPACES,
     shard=r"\d+",
 
 

@@ -76,17 +76,15 @@ def cmd_index_gallery(args) -> int:
 def cmd_embed(args) -> int:
     from digi2real.stages import embed
 
-    config = stage_config(args, "embed", dataset=args.dataset)
-    embed.run(config, args.dataset, Path(args.index), args.shard, args.shard_size, Path(args.out))
-    return 0
-
-
-def cmd_embed_for_evaluation(args) -> int:
-    from digi2real.stages import embed_for_evaluation
-
-    config = stage_config(args, "embed_for_evaluation", dataset=args.dataset)
-    embed_for_evaluation.run(
-        config, args.dataset, Path(args.index), args.shard, args.shard_size, Path(args.out)
+    config = stage_config(args, "embed", dataset=args.dataset, recognizer=args.recognizer)
+    embed.run(
+        config,
+        args.dataset,
+        Path(args.index),
+        args.shard,
+        args.shard_size,
+        Path(args.out),
+        args.recognizer,
     )
     return 0
 
@@ -102,15 +100,6 @@ def cmd_merge_embeddings(args) -> int:
     from digi2real.stages import merge_embeddings
 
     merge_embeddings.run(Path(args.index), [Path(p) for p in args.inputs], Path(args.out))
-    return 0
-
-
-def cmd_merge_embeddings_for_evaluation(args) -> int:
-    from digi2real.stages import merge_embeddings_for_evaluation
-
-    merge_embeddings_for_evaluation.run(
-        Path(args.index), [Path(p) for p in args.inputs], Path(args.out)
-    )
     return 0
 
 
@@ -244,20 +233,18 @@ def parser() -> argparse.ArgumentParser:
             help="the root's listing (<results>/inputs/<dataset>.txt), instead of listing it",
         )
 
-    for name, run, what in (
-        ("embed", cmd_embed, "ArcFace embeddings of one shard of an index"),
-        (
-            "embed-for-evaluation",
-            cmd_embed_for_evaluation,
-            "embeddings of one shard of an index, with evaluation.recognizer",
-        ),
-    ):
-        p = command(name, run, what)
-        p.add_argument("dataset", choices=["digiface", "ffhq", "gallery"])
-        p.add_argument("--index", required=True, help="index .parquet of the dataset")
-        p.add_argument("--shard", type=int, default=0)
-        p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
-        p.add_argument("--out", required=True, help="embeddings .h5 to write")
+    p = command("embed", cmd_embed, "embeddings of one shard of an index, with one recognizer")
+    p.add_argument("dataset", choices=["digiface", "ffhq", "gallery"])
+    p.add_argument("--index", required=True, help="index .parquet of the dataset")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=1 << 62, help="groups per shard")
+    p.add_argument("--out", required=True, help="embeddings .h5 to write")
+    p.add_argument(
+        "--recognizer",
+        choices=["models.arcface", "evaluation.recognizer"],
+        default="models.arcface",
+        help="config key of the model to embed with (default: the generator's ArcFace)",
+    )
 
     p = command(
         "embed-generated",
@@ -268,16 +255,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="generated-embeddings .h5 to write")
 
     p = command("merge-embeddings", cmd_merge_embeddings, "concatenate embedding shards", False)
-    p.add_argument("--index", required=True, help="the index the shards were cut from")
-    p.add_argument("--out", required=True, help="embeddings .h5 to write")
-    p.add_argument("inputs", nargs="+", help="embedding shards, in shard order")
-
-    p = command(
-        "merge-embeddings-for-evaluation",
-        cmd_merge_embeddings_for_evaluation,
-        "concatenate the shards embedded with evaluation.recognizer",
-        False,
-    )
     p.add_argument("--index", required=True, help="the index the shards were cut from")
     p.add_argument("--out", required=True, help="embeddings .h5 to write")
     p.add_argument("inputs", nargs="+", help="embedding shards, in shard order")

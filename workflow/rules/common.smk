@@ -20,9 +20,7 @@ from digi2real.errors import Digi2RealError
 import digi2real.stages.aggregate
 import digi2real.stages.card
 import digi2real.stages.embed
-import digi2real.stages.embed_for_evaluation
 import digi2real.stages.embed_generated
-import digi2real.stages.merge_embeddings_for_evaluation
 import digi2real.stages.estimate_delta
 import digi2real.stages.evaluate
 import digi2real.stages.export_imagefolder
@@ -180,16 +178,31 @@ def settings(stage, **wildcards):
     return json.dumps(config_slice(config, keys), sort_keys=True)
 
 
+# The folder of each embedding space under the results, the wildcard `space` of embed and
+# merge_embeddings: embeddings/ (the generator's ArcFace), evaluation/embeddings/.
+EMBEDDING_SPACES = "|".join(stages.embed.SPACES)
+
+
 def embed_shards(wildcards):
     return expand(
-        results("embeddings/{dataset}/{shard}.h5"),
+        results("{space}/{dataset}/{shard}.h5"),
+        space=wildcards.space,
         dataset=wildcards.dataset,
         shard=EMBED_SHARDS[wildcards.dataset],
     )
 
 
+def recognizer_of_space(wildcards):
+    """The config key of the model the embedding space `wildcards.space` is embedded with."""
+    return stages.embed.SPACES[wildcards.space]
+
+
 def embed_settings(wildcards):
-    return settings(stages.embed, dataset=wildcards.dataset)
+    return settings(
+        stages.embed,
+        dataset=wildcards.dataset,
+        recognizer=recognizer_of_space(wildcards),
+    )
 
 
 def embed_shard_size(wildcards):
@@ -235,16 +248,16 @@ def job_benchmarks(wildcards):
     datasets = ["digiface", "ffhq", *(["gallery"] if config["gallery"]["root"] else [])]
     jobs = [("demo_assets", "")] if config["demo"] else []
     jobs += [(f"index_{dataset}", "") for dataset in datasets]
-    embedding_rules = [("embed", "merge_embeddings")]
+    spaces = ["embeddings"]
     if config["evaluation"]["recognizer"]:
-        embedding_rules.append(
-            ("embed_for_evaluation", "merge_embeddings_for_evaluation")
-        )
+        spaces.append("evaluation/embeddings")
         jobs += [("embed_generated", f"/{shard}") for shard in GENERATION_SHARDS]
-    for embed, merge in embedding_rules:
+    for space in spaces:
         for dataset in datasets:
-            jobs += [(embed, f"/{dataset}/{shard}") for shard in EMBED_SHARDS[dataset]]
-            jobs.append((merge, f"/{dataset}"))
+            jobs += [
+                ("embed", f"/{space}/{dataset}/{shard}") for shard in EMBED_SHARDS[dataset]
+            ]
+            jobs.append(("merge_embeddings", f"/{space}/{dataset}"))
     jobs += [(rule, "") for rule in ("estimate_delta", "plan", "hash_models")]
     jobs += [("generate", f"/{shard}") for shard in GENERATION_SHARDS]
     jobs += [(rule, "") for rule in ("aggregate", "evaluate")]
@@ -268,7 +281,8 @@ def real_faces_for(section):
 
 def compared_embeddings(wildcards):
     """What `evaluate` compares, all in one model's space: with evaluation.recognizer set,
-    everything embedded again with it (embed_for_evaluation, embed_generated); else the
+    everything embedded again with it (embed and merge_embeddings in the space
+    evaluation/embeddings, embed_generated); else the
     generator's ArcFace embeddings the run already has."""
     space = (
         "evaluation/embeddings" if config["evaluation"]["recognizer"] else "embeddings"

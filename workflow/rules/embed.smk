@@ -1,12 +1,14 @@
+# One rule for each embedding space (the wildcard `space`, its folder): the generator's
+# ArcFace's, `embeddings/`, and evaluation.recognizer's, `evaluation/embeddings/`.
 rule embed:
     input:
         results("index/{dataset}.parquet"),
     output:
-        results("embeddings/{dataset}/{shard}.h5"),
+        results("{space}/{dataset}/{shard}.h5"),
     log:
-        results("logs/embed/{dataset}/{shard}.log"),
+        results("logs/embed/{space}/{dataset}/{shard}.log"),
     benchmark:
-        results("benchmarks/embed/{dataset}/{shard}.tsv")
+        results("benchmarks/embed/{space}/{dataset}/{shard}.tsv")
     conda:
         "../../envs/cpu.yaml"
     container:
@@ -15,10 +17,12 @@ rule embed:
         *ENVMODULES["cpu"],
     params:
         config=embed_settings,
+        recognizer=recognizer_of_space,
         shard_size=embed_shard_size,
     shell:
-        "python -m digi2real embed {wildcards.dataset} --config {params.config:q} --index {input}"
-        " --shard {wildcards.shard} --shard-size {params.shard_size} --out {output} > {log} 2>&1"
+        "python -m digi2real embed {wildcards.dataset} --config {params.config:q}"
+        " --recognizer {params.recognizer} --index {input} --shard {wildcards.shard}"
+        " --shard-size {params.shard_size} --out {output} > {log} 2>&1"
 
 
 rule merge_embeddings:
@@ -26,11 +30,11 @@ rule merge_embeddings:
         index=results("index/{dataset}.parquet"),
         shards=embed_shards,
     output:
-        results("embeddings/{dataset}.h5"),
+        results("{space}/{dataset}.h5"),
     log:
-        results("logs/merge_embeddings/{dataset}.log"),
+        results("logs/merge_embeddings/{space}/{dataset}.log"),
     benchmark:
-        results("benchmarks/merge_embeddings/{dataset}.tsv")
+        results("benchmarks/merge_embeddings/{space}/{dataset}.tsv")
     conda:
         "../../envs/cpu.yaml"
     container:
