@@ -57,19 +57,12 @@ def cmd_index_digiface(args) -> int:
     return 0
 
 
-def cmd_index_ffhq(args) -> int:
-    from digi2real.stages import index_ffhq
+def cmd_index_real(args) -> int:
+    from digi2real.stages import index_real
 
     listing = Path(args.listing) if args.listing else None
-    index_ffhq.run(stage_config(args, "index_ffhq"), Path(args.out), listing)
-    return 0
-
-
-def cmd_index_gallery(args) -> int:
-    from digi2real.stages import index_gallery
-
-    listing = Path(args.listing) if args.listing else None
-    index_gallery.run(stage_config(args, "index_gallery"), Path(args.out), listing)
+    config = stage_config(args, "index_real", dataset=args.dataset)
+    index_real.run(config, args.dataset, Path(args.out), listing)
     return 0
 
 
@@ -223,10 +216,11 @@ def parser() -> argparse.ArgumentParser:
 
     for name, function, what in (
         ("index-digiface", cmd_index_digiface, "select the DigiFace identities"),
-        ("index-ffhq", cmd_index_ffhq, "select the FFHQ images"),
-        ("index-gallery", cmd_index_gallery, "list the real-face gallery's images"),
+        ("index-real", cmd_index_real, "select the FFHQ images, or list the gallery's"),
     ):
         p = command(name, function, what)
+        if name == "index-real":
+            p.add_argument("dataset", choices=["ffhq", "gallery"])
         p.add_argument("--out", required=True, help="index .parquet to write")
         p.add_argument(
             "--listing",

@@ -49,7 +49,7 @@ SHARDS = ("0", "1")
 JOBS_OF_THE_DEMO = {
     ("demo_assets", ""),
     ("index_digiface", ""),
-    ("index_ffhq", ""),
+    ("index_real", "ffhq"),
     ("embed", "embeddings_digiface_0"),
     ("embed", "embeddings_digiface_1"),
     ("embed", "embeddings_ffhq_0"),
@@ -735,7 +735,7 @@ def test_a_200_shard_run_submits_267_jobs_or_212_with_the_profiles_groups(lab_pr
     one_by_one = dry_run(workdir, lab_profile)
     assert one_by_one == {
         "index_digiface": 1,
-        "index_ffhq": 1,
+        "index_real": 1,
         "embed": 40 + 14,  # 20,000 identities / 500, 70,000 FFHQ images / 5,000
         "merge_embeddings": 2,
         "estimate_delta": 1,

@@ -227,8 +227,8 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
     jobs = [
         ("demo_assets", "demo_assets"),
         ("index_digiface", "index_digiface"),
-        ("index_ffhq", "index_ffhq"),
-        ("index_gallery", "index_gallery"),
+        ("index_real", "index_real/ffhq"),
+        ("index_real", "index_real/gallery"),
         ("embed", "embed/embeddings/digiface/0"),
         ("embed", "embed/evaluation/embeddings/digiface/0"),
         ("merge_embeddings", "merge_embeddings/evaluation/embeddings/ffhq"),
@@ -250,7 +250,7 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
     workdir = copy_run(run, tmp_path / "logs")
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["demo"] = str(tmp_path / "demo")
-    # index_gallery runs only with a gallery, the embedding space evaluation/embeddings with a
+    # index_real/gallery runs only with a gallery, the embedding space evaluation/embeddings with a
     # recognizer.
     config["gallery"] = {"root": config["ffhq"]["root"]}
     config["evaluation"]["recognizer"] = config["models"]["arcface"]
@@ -618,7 +618,7 @@ def test_a_real_gallery_is_searched_for_leaks_beside_ffhq(run, tmp_path):
     change_config(workdir, "gallery.face", {"prealigned": True})
     jobs = planned_jobs(workdir)
     assert jobs == {
-        "index_gallery": 1,
+        "index_real": 1,
         "embed": 1,
         "merge_embeddings": 1,
         "evaluate": 1,

@@ -40,7 +40,7 @@ def run(
 
     index = read_index(index_path)
     rows = index.rows_of_shard(shard, shard_size)
-    spec = {models.ARCFACE.key: models.ARCFACE, models.RECOGNIZER.key: models.RECOGNIZER}[recognizer]
+    spec = {spec.key: spec for spec in (models.ARCFACE, models.RECOGNIZER)}[recognizer]
     pipeline = face_pipeline_from_config(config, dataset, spec)
     root = Path(index.root)
     image_rows = [row for row in rows if not index.path[row].endswith("/")]

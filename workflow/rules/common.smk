@@ -29,8 +29,7 @@ import digi2real.stages.export_webdataset
 import digi2real.stages.generate
 import digi2real.stages.hash_models
 import digi2real.stages.index_digiface
-import digi2real.stages.index_ffhq
-import digi2real.stages.index_gallery
+import digi2real.stages.index_real
 import digi2real.stages.plan
 import digi2real.stages.report
 from digi2real import stages
@@ -156,18 +155,14 @@ GENERATION_SHARDS = range(
 )
 
 
-def listing(dataset):
+def root_listing(dataset):
     """The listing of `<dataset>.root` the main process wrote, as an input of its index rule
     (a root the demo builds is listed by its index job); a new or removed image reruns it.
     """
-
-    def listing_of_the_root(wildcards):
-        root = config[dataset]["root"]
-        if root is None or built_by_the_demo(config, Path(root).expanduser()):
-            return []
-        return str(layout.listing_path(RESULTS, dataset))
-
-    return listing_of_the_root
+    root = config[dataset]["root"]
+    if root is None or built_by_the_demo(config, Path(root).expanduser()):
+        return []
+    return str(layout.listing_path(RESULTS, dataset))
 
 
 def settings(stage, **wildcards):
@@ -247,7 +242,10 @@ def job_benchmarks(wildcards):
     before it, one per rule and wildcards (the report's figures run beside the card)."""
     datasets = ["digiface", "ffhq", *(["gallery"] if config["gallery"]["root"] else [])]
     jobs = [("demo_assets", "")] if config["demo"] else []
-    jobs += [(f"index_{dataset}", "") for dataset in datasets]
+    jobs.append(("index_digiface", ""))
+    jobs += [
+        ("index_real", f"/{dataset}") for dataset in datasets if dataset != "digiface"
+    ]
     spaces = ["embeddings"]
     if config["evaluation"]["recognizer"]:
         spaces.append("evaluation/embeddings")
@@ -255,7 +253,8 @@ def job_benchmarks(wildcards):
     for space in spaces:
         for dataset in datasets:
             jobs += [
-                ("embed", f"/{space}/{dataset}/{shard}") for shard in EMBED_SHARDS[dataset]
+                ("embed", f"/{space}/{dataset}/{shard}")
+                for shard in EMBED_SHARDS[dataset]
             ]
             jobs.append(("merge_embeddings", f"/{space}/{dataset}"))
     jobs += [(rule, "") for rule in ("estimate_delta", "plan", "hash_models")]

@@ -18,7 +18,7 @@ rule demo_assets:
 rule index_digiface:
     input:
         demo=demo_assets,
-        listing=listing("digiface"),
+        listing=root_listing("digiface"),
     output:
         results("index/digiface.parquet"),
     log:
@@ -41,16 +41,19 @@ rule index_digiface:
         " {params.listing} > {log} 2>&1"
 
 
-rule index_ffhq:
+# FFHQ and the gallery: the real faces.
+rule index_real:
     input:
         demo=demo_assets,
-        listing=listing("ffhq"),
+        listing=lambda wildcards: root_listing(wildcards.dataset),
     output:
-        results("index/ffhq.parquet"),
+        results("index/{dataset}.parquet"),
     log:
-        results("logs/index_ffhq.log"),
+        results("logs/index_real/{dataset}.log"),
     benchmark:
-        results("benchmarks/index_ffhq.tsv")
+        results("benchmarks/index_real/{dataset}.tsv")
+    wildcard_constraints:
+        dataset="ffhq|gallery",
     conda:
         "../../envs/cpu.yaml"
     container:
@@ -58,36 +61,10 @@ rule index_ffhq:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.index_ffhq),
+        config=lambda wildcards: settings(stages.index_real, dataset=wildcards.dataset),
         listing=lambda wildcards, input: (
             f"--listing {input.listing}" if input.listing else ""
         ),
     shell:
-        "python -m digi2real index-ffhq --config {params.config:q} --out {output}"
-        " {params.listing} > {log} 2>&1"
-
-
-rule index_gallery:
-    input:
-        demo=demo_assets,
-        listing=listing("gallery"),
-    output:
-        results("index/gallery.parquet"),
-    log:
-        results("logs/index_gallery.log"),
-    benchmark:
-        results("benchmarks/index_gallery.tsv")
-    conda:
-        "../../envs/cpu.yaml"
-    container:
-        CONTAINER
-    envmodules:
-        *ENVMODULES["cpu"],
-    params:
-        config=settings(stages.index_gallery),
-        listing=lambda wildcards, input: (
-            f"--listing {input.listing}" if input.listing else ""
-        ),
-    shell:
-        "python -m digi2real index-gallery --config {params.config:q} --out {output}"
-        " {params.listing} > {log} 2>&1"
+        "python -m digi2real index-real {wildcards.dataset} --config {params.config:q}"
+        " --out {output} {params.listing} > {log} 2>&1"
