@@ -9,13 +9,11 @@ rule aggregate:
         csv=results("manifest.csv"),
         embeddings=results("embeddings/generated.h5"),
     log:
-        results("logs/aggregate.log"),
+        job_log("aggregate"),
     benchmark:
-        results("benchmarks/aggregate.tsv")
+        job_benchmark("aggregate")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:

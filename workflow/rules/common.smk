@@ -100,7 +100,10 @@ onstart:
         )
 
 
-CONTAINER = config["container"]
+# The modules each rule family (cpu, gpu) loads under --sdm env-modules. Every rule names its
+# conda environment and its modules itself: a Snakefile's global `conda:` sets up Snakemake's
+# own environment, not a default for the jobs, and there is no global `envmodules:`. The
+# container is global (Snakefile).
 ENVMODULES = config["envmodules"]
 
 
@@ -120,6 +123,20 @@ else:
 
 def results(path):
     return f"{RESULTS}/{path}"
+
+
+def job_log(rule, wildcards=""):
+    """The log of a job of `rule`: results/logs/<rule>.log, or results/logs/<rule>/<wildcards>.log
+    for a rule with wildcards (`wildcards` their pattern, e.g. "{dataset}/{shard}")."""
+    return results(f"logs/{rule}/{wildcards}.log" if wildcards else f"logs/{rule}.log")
+
+
+def job_benchmark(rule, wildcards=""):
+    """The benchmark file of a job of `rule`, under results/benchmarks/ as job_log's log under
+    results/logs/: the card sums these by rule (its first path part)."""
+    return results(
+        f"benchmarks/{rule}/{wildcards}.tsv" if wildcards else f"benchmarks/{rule}.tsv"
+    )
 
 
 # Each input folder is listed once per run, in the main process: the preflight (a missing path
@@ -243,25 +260,23 @@ def job_benchmarks(wildcards):
     datasets = ["digiface", "ffhq", *(["gallery"] if config["gallery"]["root"] else [])]
     jobs = [("demo_assets", "")] if config["demo"] else []
     jobs.append(("index_digiface", ""))
-    jobs += [
-        ("index_real", f"/{dataset}") for dataset in datasets if dataset != "digiface"
-    ]
+    jobs += [("index_real", dataset) for dataset in datasets if dataset != "digiface"]
     spaces = ["embeddings"]
     if config["evaluation"]["recognizer"]:
         spaces.append("evaluation/embeddings")
-        jobs += [("embed_generated", f"/{shard}") for shard in GENERATION_SHARDS]
+        jobs += [("embed_generated", str(shard)) for shard in GENERATION_SHARDS]
     for space in spaces:
         for dataset in datasets:
             jobs += [
-                ("embed", f"/{space}/{dataset}/{shard}")
+                ("embed", f"{space}/{dataset}/{shard}")
                 for shard in EMBED_SHARDS[dataset]
             ]
-            jobs.append(("merge_embeddings", f"/{space}/{dataset}"))
+            jobs.append(("merge_embeddings", f"{space}/{dataset}"))
     jobs += [(rule, "") for rule in ("estimate_delta", "plan", "hash_models")]
-    jobs += [("generate", f"/{shard}") for shard in GENERATION_SHARDS]
+    jobs += [("generate", str(shard)) for shard in GENERATION_SHARDS]
     jobs += [(rule, "") for rule in ("aggregate", "evaluate")]
     jobs += [(f"export_{format}", "") for format in config["export"]["formats"]]
-    return [results(f"benchmarks/{rule}{where}.tsv") for rule, where in jobs]
+    return [job_benchmark(rule, wildcards) for rule, wildcards in jobs]
 
 
 def real_faces():

@@ -5,13 +5,11 @@ rule estimate_delta:
     output:
         results("delta.h5"),
     log:
-        results("logs/estimate_delta.log"),
+        job_log("estimate_delta"),
     benchmark:
-        results("benchmarks/estimate_delta.tsv")
+        job_benchmark("estimate_delta")
     conda:
         "../../envs/gpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["gpu"],
     params:

@@ -6,13 +6,11 @@ rule embed:
     output:
         results("{space}/{dataset}/{shard}.h5"),
     log:
-        results("logs/embed/{space}/{dataset}/{shard}.log"),
+        job_log("embed", "{space}/{dataset}/{shard}"),
     benchmark:
-        results("benchmarks/embed/{space}/{dataset}/{shard}.tsv")
+        job_benchmark("embed", "{space}/{dataset}/{shard}")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
@@ -32,13 +30,11 @@ rule merge_embeddings:
     output:
         results("{space}/{dataset}.h5"),
     log:
-        results("logs/merge_embeddings/{space}/{dataset}.log"),
+        job_log("merge_embeddings", "{space}/{dataset}"),
     benchmark:
-        results("benchmarks/merge_embeddings/{space}/{dataset}.tsv")
+        job_benchmark("merge_embeddings", "{space}/{dataset}")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     shell:

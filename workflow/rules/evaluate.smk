@@ -4,13 +4,11 @@ rule embed_generated:
     output:
         results("evaluation/embeddings/generated/{shard}.h5"),
     log:
-        results("logs/embed_generated/{shard}.log"),
+        job_log("embed_generated", "{shard}"),
     benchmark:
-        results("benchmarks/embed_generated/{shard}.tsv")
+        job_benchmark("embed_generated", "{shard}")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
@@ -32,13 +30,11 @@ rule evaluate:
             results("evaluation/{table}.parquet"), table=stages.evaluate.TABLES
         ),
     log:
-        results("logs/evaluate.log"),
+        job_log("evaluate"),
     benchmark:
-        results("benchmarks/evaluate.tsv")
+        job_benchmark("evaluate")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     # numpy's matrix products, on the 2 cores the benchmark measured (README, "At scale")

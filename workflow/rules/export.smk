@@ -4,13 +4,11 @@ rule export_recordio:
     output:
         directory(results("export/recordio")),
     log:
-        results("logs/export_recordio.log"),
+        job_log("export_recordio"),
     benchmark:
-        results("benchmarks/export_recordio.tsv")
+        job_benchmark("export_recordio")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
@@ -27,13 +25,11 @@ rule export_webdataset:
     output:
         directory(results("export/webdataset")),
     log:
-        results("logs/export_webdataset.log"),
+        job_log("export_webdataset"),
     benchmark:
-        results("benchmarks/export_webdataset.tsv")
+        job_benchmark("export_webdataset")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
@@ -50,13 +46,11 @@ rule export_imagefolder:
     output:
         directory(results("export/imagefolder")),
     log:
-        results("logs/export_imagefolder.log"),
+        job_log("export_imagefolder"),
     benchmark:
-        results("benchmarks/export_imagefolder.tsv")
+        job_benchmark("export_imagefolder")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:

@@ -4,13 +4,11 @@ rule hash_models:
     output:
         results("models.json"),
     log:
-        results("logs/hash_models.log"),
+        job_log("hash_models"),
     benchmark:
-        results("benchmarks/hash_models.tsv")
+        job_benchmark("hash_models")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
@@ -30,13 +28,11 @@ rule generate:
         # key (settings, models, Δ, condition, seed) still matches.
         results("shards/{shard}/manifest.parquet"),
     log:
-        results("logs/generate/{shard}.log"),
+        job_log("generate", "{shard}"),
     benchmark:
-        results("benchmarks/generate/{shard}.tsv")
+        job_benchmark("generate", "{shard}")
     conda:
         "../../envs/gpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["gpu"],
     # The threads the job computes with (generation.cpu_threads, fixed so that a rerun on

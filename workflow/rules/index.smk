@@ -2,13 +2,11 @@ rule demo_assets:
     output:
         f"{config['demo']}/built.txt" if config["demo"] else "demo/built.txt",
     log:
-        results("logs/demo_assets.log"),
+        job_log("demo_assets"),
     benchmark:
-        results("benchmarks/demo_assets.tsv")
+        job_benchmark("demo_assets")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     shell:
@@ -22,13 +20,11 @@ rule index_digiface:
     output:
         results("index/digiface.parquet"),
     log:
-        results("logs/index_digiface.log"),
+        job_log("index_digiface"),
     benchmark:
-        results("benchmarks/index_digiface.tsv")
+        job_benchmark("index_digiface")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
@@ -49,15 +45,13 @@ rule index_real:
     output:
         results("index/{dataset}.parquet"),
     log:
-        results("logs/index_real/{dataset}.log"),
+        job_log("index_real", "{dataset}"),
     benchmark:
-        results("benchmarks/index_real/{dataset}.tsv")
+        job_benchmark("index_real", "{dataset}")
     wildcard_constraints:
         dataset="ffhq|gallery",
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:

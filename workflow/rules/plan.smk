@@ -5,13 +5,11 @@ rule plan:
     output:
         expand(results("plan/{shard}.h5"), shard=GENERATION_SHARDS),
     log:
-        results("logs/plan.log"),
+        job_log("plan"),
     benchmark:
-        results("benchmarks/plan.tsv")
+        job_benchmark("plan")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:

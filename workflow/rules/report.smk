@@ -26,13 +26,11 @@ rule report:
             for figure in stages.report.FIGURES
         ],
     log:
-        results("logs/report.log"),
+        job_log("report"),
     benchmark:
-        results("benchmarks/report.tsv")
+        job_benchmark("report")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
@@ -62,13 +60,11 @@ rule card:
             category="1. Dataset",
         ),
     log:
-        results("logs/card.log"),
+        job_log("card"),
     benchmark:
-        results("benchmarks/card.tsv")
+        job_benchmark("card")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
