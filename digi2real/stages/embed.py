@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 # `{dataset}` is the rule's wildcard; `{recognizer}` the config key of the model it embeds
 # with, that of its embedding space.
@@ -14,8 +15,25 @@ CONFIG_KEYS = ["{recognizer}", "models.detector", "{dataset}.face"]
 # Each embedding space: its folder under the results (the rule's wildcard `space`) -> the
 # config key of the model it is embedded with (the files' `recognizer` attribute).
 SPACES = {"embeddings": "models.arcface", "evaluation/embeddings": "evaluation.recognizer"}
+DATASETS = ("digiface", "ffhq", "gallery")  # the datasets the workflow indexes
 # What an index row of an identity folder holding no image points at (see digi2real.indexing).
 EMPTY_IDENTITY = "identity folder holds no images"
+
+HELP = "embeddings of one shard of an index, with one recognizer"
+ARGUMENTS = (
+    Argument("dataset", "the dataset the index lists", type=str, choices=DATASETS),
+    Argument("--index", "index .parquet of the dataset", dest="index_path"),
+    Argument("--shard", "the shard to embed", type=int, default=0),
+    Argument("--shard-size", "groups per shard", type=int, default=1 << 62),
+    Argument("--out", "embeddings .h5 to write"),
+    Argument(
+        "--recognizer",
+        "config key of the model to embed with (default: the generator's ArcFace)",
+        type=str,
+        default="models.arcface",
+        choices=tuple(SPACES.values()),
+    ),
+)
 
 
 def run(

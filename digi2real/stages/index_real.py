@@ -7,10 +7,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 # The keys that pick each dataset's images (the rule's wildcard `dataset`): its root, and FFHQ's
 # seeded subset.
 CONFIG_KEYS = {"ffhq": ["ffhq.root", "ffhq.count", "ffhq.seed"], "gallery": ["gallery.root"]}
+
+HELP = "select the FFHQ images, or list the gallery's"
+ARGUMENTS = (
+    Argument("dataset", "the dataset of real faces", type=str, choices=tuple(CONFIG_KEYS)),
+    Argument("--out", "index .parquet to write"),
+    Argument(
+        "--listing",
+        "the root's listing (<results>/inputs/<dataset>.txt), instead of listing it",
+        default=None,
+    ),
+)
 
 
 def run(config: Config, dataset: str, out: Path, listing: Path | None = None) -> None:
