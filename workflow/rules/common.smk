@@ -1,13 +1,11 @@
 # The resolved config, shard lists, path helpers and per-rule settings. All logic lives in the
 # digi2real package; each rule calls the stage module of its own name, digi2real/stages/<rule>.py.
+# The package imported here is this checkout's whatever Python runs Snakemake: Snakemake puts
+# the Snakefile's folder first on sys.path before it reads the Snakefile.
 import json
 import os
 import sys
 from pathlib import Path
-
-sys.path.insert(
-    0, workflow.basedir
-)  # the package, when Snakemake runs outside its venv
 
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
@@ -17,22 +15,7 @@ from digi2real.atomic import write_text_if_changed
 from digi2real.preflight import built_by_the_demo, preflight
 from digi2real.config import config_slice, read_config_file, resolve_config, stage_keys
 from digi2real.errors import Digi2RealError
-import digi2real.stages.aggregate
-import digi2real.stages.card
-import digi2real.stages.embed
-import digi2real.stages.embed_generated
-import digi2real.stages.estimate_delta
-import digi2real.stages.evaluate
-import digi2real.stages.export_imagefolder
-import digi2real.stages.export_recordio
-import digi2real.stages.export_webdataset
-import digi2real.stages.generate
-import digi2real.stages.hash_models
-import digi2real.stages.index_digiface
-import digi2real.stages.index_real
-import digi2real.stages.plan
-import digi2real.stages.report
-from digi2real import stages
+from digi2real.stages import stage
 
 # Validated and completed once, here, by the schema the CLI uses too (digi2real/config.py):
 # every rule sees the values `digi2real config` prints. Each file alone first, so that an error
@@ -182,17 +165,17 @@ def root_listing(dataset):
     return str(layout.listing_path(RESULTS, dataset))
 
 
-def settings(stage, **wildcards):
-    """The slice of the config that `stage` reads (its CONFIG_KEYS), as JSON. It is passed to
-    the CLI, and as a params entry it makes a change to those keys rerun the rule and what
-    depends on it, nothing else."""
-    keys = stage_keys(stage.CONFIG_KEYS, **wildcards)
+def settings(rule, **wildcards):
+    """The slice of the config that the stage of `rule` reads (its CONFIG_KEYS), as JSON. It is
+    passed to the CLI, and as a params entry it makes a change to those keys rerun the rule and
+    what depends on it, nothing else."""
+    keys = stage_keys(stage(rule).CONFIG_KEYS, **wildcards)
     return json.dumps(config_slice(config, keys), sort_keys=True)
 
 
 # The folder of each embedding space under the results, the wildcard `space` of embed and
 # merge_embeddings: embeddings/ (the generator's ArcFace), evaluation/embeddings/.
-EMBEDDING_SPACES = "|".join(stages.embed.SPACES)
+EMBEDDING_SPACES = "|".join(stage("embed").SPACES)
 
 
 def embed_shards(wildcards):
@@ -206,12 +189,12 @@ def embed_shards(wildcards):
 
 def recognizer_of_space(wildcards):
     """The config key of the model the embedding space `wildcards.space` is embedded with."""
-    return stages.embed.SPACES[wildcards.space]
+    return stage("embed").SPACES[wildcards.space]
 
 
 def embed_settings(wildcards):
     return settings(
-        stages.embed,
+        "embed",
         dataset=wildcards.dataset,
         recognizer=recognizer_of_space(wildcards),
     )

@@ -12,7 +12,7 @@ rule embed_generated:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.embed_generated),
+        config=settings("embed_generated"),
     shell:
         "python -m digi2real embed-generated --config {params.config:q} --manifest {input}"
         " --out {output} > {log} 2>&1"
@@ -27,7 +27,7 @@ rule evaluate:
     output:
         evaluation=results("evaluation.json"),
         tables=expand(
-            results("evaluation/{table}.parquet"), table=stages.evaluate.TABLES
+            results("evaluation/{table}.parquet"), table=stage("evaluate").TABLES
         ),
     log:
         job_log("evaluate"),
@@ -41,7 +41,7 @@ rule evaluate:
     threads: 2
     params:
         # The evaluation's thresholds are read here only: changing them re-evaluates, nothing else.
-        config=settings(stages.evaluate),
+        config=settings("evaluate"),
         tables=lambda wildcards, output: os.path.dirname(output.tables[0]),
         gallery=lambda wildcards, input: (
             f"--gallery {input.gallery}" if input.gallery else ""
