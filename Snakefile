@@ -12,8 +12,14 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 
 
+# The Apptainer image of every job under --sdm apptainer (none where config.container is null),
+# set before the rules that it applies to.
+container: config["container"]
+
+
 wildcard_constraints:
     dataset="digiface|ffhq|gallery",
+    space=EMBEDDING_SPACES,
     shard=r"\d+",
 
 

@@ -136,8 +136,11 @@ def config_slice(config: Config, keys: list[str]) -> Config:
     return result
 
 
-def stage_keys(keys: list[str], **wildcards: str) -> list[str]:
-    """A stage's CONFIG_KEYS with its wildcards filled in, e.g. `{dataset}.face`."""
+def stage_keys(keys: list[str] | dict[str, list[str]], **wildcards: str) -> list[str]:
+    """A stage's CONFIG_KEYS with its wildcards filled in, e.g. `{dataset}.face`; where a stage
+    reads other keys for each dataset (`{dataset: keys}`), those of `wildcards["dataset"]`."""
+    if isinstance(keys, dict):
+        keys = keys[wildcards["dataset"]]
     return [key.format(**wildcards) for key in keys]
 
 

@@ -17,7 +17,8 @@ Counted on each: directory listings (directory opens, getdents64 calls) and stat
 lstat, newfstatat, statx; the fstat of each opened directory included), made by
 
     main process   `snakemake --profile <lab profile> -n` with the config
-    jobs           hash_models, index_ffhq and index_digiface, the jobs the plugin submits
+    jobs           hash_models, index_ffhq (FFHQ's index_real job, index_ffhq's before the
+                   rules were merged) and index_digiface, the jobs the plugin submits
                    first, each run from the command the SLURM executor plugin gave sbatch,
                    with the environment sbatch --export=ALL hands it (DIGI2REAL_INPUT_COUNTS
                    included, where the main process set it): Snakemake parses the workflow in
@@ -382,6 +383,9 @@ def only_package(trace: Trace, checkout: Path, step: str) -> str:
 
 # The jobs run: those the plugin submits first, having no input made by another job.
 JOBS = ("hash_models", "index_ffhq", "index_digiface")
+# A rule by the name JOBS gives its job: FFHQ's index job is index_real's, where a checkout
+# has one rule for FFHQ's and the gallery's index (a checkout before that has index_ffhq).
+JOB_OF_RULE = {"index_real": "index_ffhq"}
 
 
 @dataclass
@@ -462,7 +466,7 @@ def capture_submissions(
                 called = " ".join(record["argv"]) + record["stdin"]
                 rule = re.search(r"--target-jobs '?(\w+):", called)
                 if rule:
-                    records[rule.group(1)] = record
+                    records[JOB_OF_RULE.get(rule.group(1), rule.group(1))] = record
             if set(JOBS) <= records.keys():
                 return records
             time.sleep(0.5)

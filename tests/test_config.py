@@ -163,8 +163,13 @@ def stage(name: str):
 
 @pytest.mark.parametrize("name", STAGES)
 def test_every_stage_key_is_a_setting(name):
-    for key in stage_keys(stage(name).CONFIG_KEYS, dataset="digiface"):
-        cfg.subschema(key)
+    # `{recognizer}`: the model of each embedding space the workflow embeds in; a stage with
+    # keys for each dataset, each dataset's.
+    keys = stage(name).CONFIG_KEYS
+    for dataset in keys if isinstance(keys, dict) else ["digiface"]:
+        for recognizer in stage("embed").SPACES.values():
+            for key in stage_keys(keys, dataset=dataset, recognizer=recognizer):
+                cfg.subschema(key)
 
 
 def test_stage_modules_import_without_numpy_or_torch():

@@ -49,13 +49,13 @@ SHARDS = ("0", "1")
 JOBS_OF_THE_DEMO = {
     ("demo_assets", ""),
     ("index_digiface", ""),
-    ("index_ffhq", ""),
-    ("embed", "digiface_0"),
-    ("embed", "digiface_1"),
-    ("embed", "ffhq_0"),
-    ("embed", "ffhq_1"),
-    ("merge_embeddings", "digiface"),
-    ("merge_embeddings", "ffhq"),
+    ("index_real", "ffhq"),
+    ("embed", "embeddings_digiface_0"),
+    ("embed", "embeddings_digiface_1"),
+    ("embed", "embeddings_ffhq_0"),
+    ("embed", "embeddings_ffhq_1"),
+    ("merge_embeddings", "embeddings_digiface"),
+    ("merge_embeddings", "embeddings_ffhq"),
     ("estimate_delta", ""),
     ("plan", ""),
     ("hash_models", ""),
@@ -735,7 +735,7 @@ def test_a_200_shard_run_submits_267_jobs_or_212_with_the_profiles_groups(lab_pr
     one_by_one = dry_run(workdir, lab_profile)
     assert one_by_one == {
         "index_digiface": 1,
-        "index_ffhq": 1,
+        "index_real": 1,
         "embed": 40 + 14,  # 20,000 identities / 500, 70,000 FFHQ images / 5,000
         "merge_embeddings": 2,
         "estimate_delta": 1,

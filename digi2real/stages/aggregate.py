@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,6 +23,15 @@ CONFIG_KEYS = [
     "quality.max_real_similarity",
     "quality.max_identity_similarity",
 ]
+
+HELP = "merge shard manifests, filter, keep the embeddings"
+ARGUMENTS = (
+    Argument("--results", "results folder the manifests lie in"),
+    Argument("--out", "manifest.parquet to write"),
+    Argument("--embeddings", "embeddings/generated.h5 to write"),
+    Argument("--real", "real faces' embeddings .h5 (FFHQ, the gallery)", nargs="+", default=[]),
+    Argument("manifests", "shard manifests", nargs="+"),
+)
 
 
 def run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = [
     "seed",
@@ -23,6 +24,17 @@ CONFIG_KEYS = [
     "evaluation",
     "export.formats",
 ]
+
+HELP = "the dataset card, once the exports are written"
+ARGUMENTS = (
+    Argument("--results", "results folder"),
+    Argument("--manifest", "the aggregated manifest.parquet"),
+    Argument("--models", "models.json, the model hashes", dest="models_path"),
+    Argument("--evaluation", "evaluation.json", dest="evaluation_path"),
+    Argument("--out", "dataset_card.json to write"),
+    Argument("--page", "the card's page (.html) to write"),
+    Argument("benchmarks", "benchmark files of the jobs to account for", nargs="*"),
+)
 
 
 def run(

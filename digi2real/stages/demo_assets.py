@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from digi2real.stages import Argument
+
 CONFIG_KEYS: list[str] = []
 # Written last: the workflow's sign that the demo folder is complete.
 DONE_FILE = "built.txt"
+
+HELP = "the embedded demo's data and models"
+ARGUMENTS = (Argument("--out", "folder to write into"),)
 
 
 def run(out: Path) -> None:

@@ -1,15 +1,39 @@
-"""Rule `embed`: ArcFace embeddings of one shard of a dataset's index (DigiFace or FFHQ)."""
+"""Rule `embed`: one shard of a dataset's index (DigiFace, FFHQ or the gallery) embedded with one
+recognizer: the generator's ArcFace (`models.arcface`), or `evaluation.recognizer`, a model the
+generator was not steered by, for the evaluation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
-# `{dataset}` is the rule's wildcard: digiface or ffhq.
-CONFIG_KEYS = ["models.arcface", "models.detector", "{dataset}.face"]
+# `{dataset}` is the rule's wildcard; `{recognizer}` the config key of the model it embeds
+# with, that of its embedding space.
+CONFIG_KEYS = ["{recognizer}", "models.detector", "{dataset}.face"]
+# Each embedding space: its folder under the results (the rule's wildcard `space`) -> the
+# config key of the model it is embedded with (the files' `recognizer` attribute).
+SPACES = {"embeddings": "models.arcface", "evaluation/embeddings": "evaluation.recognizer"}
+DATASETS = ("digiface", "ffhq", "gallery")  # the datasets the workflow indexes
 # What an index row of an identity folder holding no image points at (see digi2real.indexing).
 EMPTY_IDENTITY = "identity folder holds no images"
+
+HELP = "embeddings of one shard of an index, with one recognizer"
+ARGUMENTS = (
+    Argument("dataset", "the dataset the index lists", type=str, choices=DATASETS),
+    Argument("--index", "index .parquet of the dataset", dest="index_path"),
+    Argument("--shard", "the shard to embed", type=int, default=0),
+    Argument("--shard-size", "groups per shard", type=int, default=1 << 62),
+    Argument("--out", "embeddings .h5 to write"),
+    Argument(
+        "--recognizer",
+        "config key of the model to embed with (default: the generator's ArcFace)",
+        type=str,
+        default="models.arcface",
+        choices=tuple(SPACES.values()),
+    ),
+)
 
 
 def run(
@@ -19,11 +43,11 @@ def run(
     shard: int,
     shard_size: int,
     out: Path,
-    recognizer=None,
+    recognizer: str = "models.arcface",
 ) -> None:
     """Embed the index rows of `shard` (`shard_size` groups: identities or images) into `out`;
-    every row gets a status. `recognizer`: the models.ModelSpec to embed with, by default the
-    generator's ArcFace (embed_for_evaluation passes evaluation.recognizer's)."""
+    every row gets a status. `recognizer`: the config key of the model to embed with, that of
+    one of SPACES."""
     import numpy as np
 
     from digi2real import models
@@ -34,8 +58,8 @@ def run(
 
     index = read_index(index_path)
     rows = index.rows_of_shard(shard, shard_size)
-    recognizer = recognizer or models.ARCFACE
-    pipeline = face_pipeline_from_config(config, dataset, recognizer)
+    spec = {spec.key: spec for spec in (models.ARCFACE, models.RECOGNIZER)}[recognizer]
+    pipeline = face_pipeline_from_config(config, dataset, spec)
     root = Path(index.root)
     image_rows = [row for row in rows if not index.path[row].endswith("/")]
     progress = Progress(f"embed {dataset}", len(image_rows))
@@ -56,8 +80,8 @@ def run(
         "mode": "prealigned" if face["prealigned"] else "detect",
         "det_size": int(face["det_size"]),
         "pad": float(face["pad"]),
-        "arcface_sha256": models.model_sha256(models.model_path(config, recognizer), recognizer),
-        "recognizer": recognizer.key,
+        "arcface_sha256": models.model_sha256(models.model_path(config, spec), spec),
+        "recognizer": spec.key,
         "shard": shard,
     }
     if not face["prealigned"]:

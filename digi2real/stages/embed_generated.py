@@ -7,8 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = ["evaluation.recognizer", "quality.face.providers", "quality.face.batch_size"]
+
+HELP = "a generation shard's aligned crops embedded with evaluation.recognizer"
+ARGUMENTS = (
+    Argument("--manifest", "shards/<shard>/manifest.parquet", dest="manifest_path"),
+    Argument("--out", "generated-embeddings .h5 to write"),
+)
 
 
 def run(config: Config, manifest_path: Path, out: Path) -> None:

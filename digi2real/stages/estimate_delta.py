@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = [
     "models.arc2face_encoder",
@@ -13,6 +14,13 @@ CONFIG_KEYS = [
     "delta.chunk_size",
     "generation.device",
 ]
+
+HELP = "the realism shift of FFHQ over DigiFace"
+ARGUMENTS = (
+    Argument("--real", "FFHQ embeddings .h5"),
+    Argument("--synthetic", "DigiFace embeddings .h5"),
+    Argument("--out", "delta .h5 to write"),
+)
 
 
 def run(config: Config, real: Path, synthetic: Path, out: Path) -> None:

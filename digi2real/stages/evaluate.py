@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = ["seed", "evaluation"]
 # evaluation/<table>.parquet, documented in docs/file-contracts.md
@@ -25,6 +26,25 @@ RECOGNIZER_NOTE = {
     True: "Measured with evaluation.recognizer, a model the generator was not steered by: "
     "the generated crops, the DigiFace sources and the real faces are all embedded with it.",
 }
+
+HELP = "the dataset's certificate, from its embeddings"
+ARGUMENTS = (
+    Argument("--manifest", "the aggregated manifest.parquet", dest="manifest_path"),
+    Argument(
+        "--generated",
+        "embeddings/generated.h5, or one per shard",
+        dest="generated_paths",
+        nargs="+",
+    ),
+    Argument("--digiface", "embeddings/digiface.h5", dest="digiface_path"),
+    Argument("--ffhq", "embeddings/ffhq.h5, the real faces", dest="ffhq_path"),
+    Argument(
+        "--gallery", "embeddings/gallery.h5, more real faces", dest="gallery_path", default=None
+    ),
+    Argument("--plans", "plan files, in shard order", dest="plan_paths", nargs="+"),
+    Argument("--out", "evaluation.json to write"),
+    Argument("--tables", "folder of the evaluation's tables"),
+)
 
 
 def run(

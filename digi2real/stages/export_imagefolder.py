@@ -6,8 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS: list[str] = []
+
+HELP = "the passed images as imagefolder"
+ARGUMENTS = (
+    Argument("--results", "results folder"),
+    Argument("--manifest", "the aggregated manifest.parquet"),
+    Argument("--out", "export/imagefolder folder to write"),
+)
 
 
 def run(config: Config, results: Path, manifest: Path, out: Path) -> None:

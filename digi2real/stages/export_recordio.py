@@ -6,8 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS: list[str] = ["export.jpeg_quality"]
+
+HELP = "the passed images as recordio"
+ARGUMENTS = (
+    Argument("--results", "results folder"),
+    Argument("--manifest", "the aggregated manifest.parquet"),
+    Argument("--out", "export/recordio folder to write"),
+)
 
 
 def run(config: Config, results: Path, manifest: Path, out: Path) -> None:

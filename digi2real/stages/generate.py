@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = [
     "models",
@@ -22,6 +23,14 @@ CONFIG_KEYS = [
     "quality.face",
 ]
 STOPPED = 143  # exit code after SIGTERM, as a shell reports a process ended by it
+
+HELP = "generate and check one shard (GPU job)"
+ARGUMENTS = (
+    Argument("--plan", "plan/<shard>.h5", dest="plan_path"),
+    Argument("--delta", "delta.h5", dest="delta_path"),
+    Argument("--models", "models.json, the model hashes", dest="models_path"),
+    Argument("--out", "shards/<shard>/manifest.parquet to commit"),
+)
 
 
 def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, out: Path) -> int:

@@ -11,8 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = ["models"]
+
+HELP = "the sha256 of every model file"
+ARGUMENTS = (Argument("--out", "models.json to write"),)
 
 
 def run(config: Config, out: Path) -> None:

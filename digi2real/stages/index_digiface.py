@@ -5,8 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = ["digiface.root", "digiface.selection", "digiface.max_images_per_identity"]
+
+HELP = "select the DigiFace identities"
+ARGUMENTS = (
+    Argument("--out", "index .parquet to write"),
+    Argument(
+        "--listing",
+        "the root's listing (<results>/inputs/<dataset>.txt), instead of listing it",
+        default=None,
+    ),
+)
 
 
 def run(config: Config, out: Path, listing: Path | None = None) -> None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from digi2real.stages import Argument
+
 CONFIG_KEYS: list[str] = []
+
+HELP = "concatenate embedding shards"
+ARGUMENTS = (
+    Argument("--index", "the index the shards were cut from", dest="index_path"),
+    Argument("--out", "embeddings .h5 to write"),
+    Argument("inputs", "embedding shards, in shard order", nargs="+"),
+)
 
 
 def run(index_path: Path, inputs: list[Path], out: Path) -> None:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = ["seed", "plan"]
+
+HELP = "prototypes, conditions and seeds, one file per shard"
+ARGUMENTS = (
+    Argument("--embeddings", "DigiFace embeddings .h5"),
+    Argument("--real", "real faces' embeddings .h5 (FFHQ, the gallery)", nargs="+", default=[]),
+    Argument("--out", "plan files, shard 0, 1, ... in order", dest="outputs", nargs="+"),
+)
 
 
 def run(config: Config, embeddings: Path, outputs: list[Path], real: Path | None = None) -> None:

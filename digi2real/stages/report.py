@@ -6,11 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from digi2real.config import Config
+from digi2real.stages import Argument
 
 CONFIG_KEYS = ["quality", "digiface.root", "ffhq.root", "gallery.root"]
 # results/report/<name>.png, in the order the report shows them
 FIGURES = ("verification", "leakage", "quality", "pose", "sources", "collisions", "leaks")
 ROWS = 8  # identities, pairs or leaks shown in an image grid
+
+HELP = "a sample grid, the certificate and its figures"
+ARGUMENTS = (
+    Argument("--results", "results folder"),
+    Argument("--manifest", "the aggregated manifest.parquet"),
+    Argument("--evaluation", "evaluation.json, beside its tables", dest="evaluation_path"),
+    Argument("--samples", "sample grid .png to write"),
+    Argument("--figures", "folder of the certificate's figures"),
+)
 
 
 def run(

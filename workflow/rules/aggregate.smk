@@ -9,18 +9,16 @@ rule aggregate:
         csv=results("manifest.csv"),
         embeddings=results("embeddings/generated.h5"),
     log:
-        results("logs/aggregate.log"),
+        job_log("aggregate"),
     benchmark:
-        results("benchmarks/aggregate.tsv")
+        job_benchmark("aggregate")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
         # The quality thresholds are read here only: changing them never regenerates images.
-        config=settings(stages.aggregate),
+        config=settings("aggregate"),
         results=lambda wildcards, output: os.path.dirname(output[0]),
         real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
     shell:

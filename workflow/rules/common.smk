@@ -1,13 +1,11 @@
 # The resolved config, shard lists, path helpers and per-rule settings. All logic lives in the
 # digi2real package; each rule calls the stage module of its own name, digi2real/stages/<rule>.py.
+# The package imported here is this checkout's whatever Python runs Snakemake: Snakemake puts
+# the Snakefile's folder first on sys.path before it reads the Snakefile.
 import json
 import os
 import sys
 from pathlib import Path
-
-sys.path.insert(
-    0, workflow.basedir
-)  # the package, when Snakemake runs outside its venv
 
 from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
@@ -17,25 +15,7 @@ from digi2real.atomic import write_text_if_changed
 from digi2real.preflight import built_by_the_demo, preflight
 from digi2real.config import config_slice, read_config_file, resolve_config, stage_keys
 from digi2real.errors import Digi2RealError
-import digi2real.stages.aggregate
-import digi2real.stages.card
-import digi2real.stages.embed
-import digi2real.stages.embed_for_evaluation
-import digi2real.stages.embed_generated
-import digi2real.stages.merge_embeddings_for_evaluation
-import digi2real.stages.estimate_delta
-import digi2real.stages.evaluate
-import digi2real.stages.export_imagefolder
-import digi2real.stages.export_recordio
-import digi2real.stages.export_webdataset
-import digi2real.stages.generate
-import digi2real.stages.hash_models
-import digi2real.stages.index_digiface
-import digi2real.stages.index_ffhq
-import digi2real.stages.index_gallery
-import digi2real.stages.plan
-import digi2real.stages.report
-from digi2real import stages
+from digi2real.stages import stage
 
 # Validated and completed once, here, by the schema the CLI uses too (digi2real/config.py):
 # every rule sees the values `digi2real config` prints. Each file alone first, so that an error
@@ -103,7 +83,10 @@ onstart:
         )
 
 
-CONTAINER = config["container"]
+# The modules each rule family (cpu, gpu) loads under --sdm env-modules. Every rule names its
+# conda environment and its modules itself: a Snakefile's global `conda:` sets up Snakemake's
+# own environment, not a default for the jobs, and there is no global `envmodules:`. The
+# container is global (Snakefile).
 ENVMODULES = config["envmodules"]
 
 
@@ -123,6 +106,20 @@ else:
 
 def results(path):
     return f"{RESULTS}/{path}"
+
+
+def job_log(rule, wildcards=""):
+    """The log of a job of `rule`: results/logs/<rule>.log, or results/logs/<rule>/<wildcards>.log
+    for a rule with wildcards (`wildcards` their pattern, e.g. "{dataset}/{shard}")."""
+    return results(f"logs/{rule}/{wildcards}.log" if wildcards else f"logs/{rule}.log")
+
+
+def job_benchmark(rule, wildcards=""):
+    """The benchmark file of a job of `rule`, under results/benchmarks/ as job_log's log under
+    results/logs/: the card sums these by rule (its first path part)."""
+    return results(
+        f"benchmarks/{rule}/{wildcards}.tsv" if wildcards else f"benchmarks/{rule}.tsv"
+    )
 
 
 # Each input folder is listed once per run, in the main process: the preflight (a missing path
@@ -158,38 +155,49 @@ GENERATION_SHARDS = range(
 )
 
 
-def listing(dataset):
+def root_listing(dataset):
     """The listing of `<dataset>.root` the main process wrote, as an input of its index rule
     (a root the demo builds is listed by its index job); a new or removed image reruns it.
     """
-
-    def listing_of_the_root(wildcards):
-        root = config[dataset]["root"]
-        if root is None or built_by_the_demo(config, Path(root).expanduser()):
-            return []
-        return str(layout.listing_path(RESULTS, dataset))
-
-    return listing_of_the_root
+    root = config[dataset]["root"]
+    if root is None or built_by_the_demo(config, Path(root).expanduser()):
+        return []
+    return str(layout.listing_path(RESULTS, dataset))
 
 
-def settings(stage, **wildcards):
-    """The slice of the config that `stage` reads (its CONFIG_KEYS), as JSON. It is passed to
-    the CLI, and as a params entry it makes a change to those keys rerun the rule and what
-    depends on it, nothing else."""
-    keys = stage_keys(stage.CONFIG_KEYS, **wildcards)
+def settings(rule, **wildcards):
+    """The slice of the config that the stage of `rule` reads (its CONFIG_KEYS), as JSON. It is
+    passed to the CLI, and as a params entry it makes a change to those keys rerun the rule and
+    what depends on it, nothing else."""
+    keys = stage_keys(stage(rule).CONFIG_KEYS, **wildcards)
     return json.dumps(config_slice(config, keys), sort_keys=True)
+
+
+# The folder of each embedding space under the results, the wildcard `space` of embed and
+# merge_embeddings: embeddings/ (the generator's ArcFace), evaluation/embeddings/.
+EMBEDDING_SPACES = "|".join(stage("embed").SPACES)
 
 
 def embed_shards(wildcards):
     return expand(
-        results("embeddings/{dataset}/{shard}.h5"),
+        results("{space}/{dataset}/{shard}.h5"),
+        space=wildcards.space,
         dataset=wildcards.dataset,
         shard=EMBED_SHARDS[wildcards.dataset],
     )
 
 
+def recognizer_of_space(wildcards):
+    """The config key of the model the embedding space `wildcards.space` is embedded with."""
+    return stage("embed").SPACES[wildcards.space]
+
+
 def embed_settings(wildcards):
-    return settings(stages.embed, dataset=wildcards.dataset)
+    return settings(
+        "embed",
+        dataset=wildcards.dataset,
+        recognizer=recognizer_of_space(wildcards),
+    )
 
 
 def embed_shard_size(wildcards):
@@ -234,22 +242,24 @@ def job_benchmarks(wildcards):
     before it, one per rule and wildcards (the report's figures run beside the card)."""
     datasets = ["digiface", "ffhq", *(["gallery"] if config["gallery"]["root"] else [])]
     jobs = [("demo_assets", "")] if config["demo"] else []
-    jobs += [(f"index_{dataset}", "") for dataset in datasets]
-    embedding_rules = [("embed", "merge_embeddings")]
+    jobs.append(("index_digiface", ""))
+    jobs += [("index_real", dataset) for dataset in datasets if dataset != "digiface"]
+    spaces = ["embeddings"]
     if config["evaluation"]["recognizer"]:
-        embedding_rules.append(
-            ("embed_for_evaluation", "merge_embeddings_for_evaluation")
-        )
-        jobs += [("embed_generated", f"/{shard}") for shard in GENERATION_SHARDS]
-    for embed, merge in embedding_rules:
+        spaces.append("evaluation/embeddings")
+        jobs += [("embed_generated", str(shard)) for shard in GENERATION_SHARDS]
+    for space in spaces:
         for dataset in datasets:
-            jobs += [(embed, f"/{dataset}/{shard}") for shard in EMBED_SHARDS[dataset]]
-            jobs.append((merge, f"/{dataset}"))
+            jobs += [
+                ("embed", f"{space}/{dataset}/{shard}")
+                for shard in EMBED_SHARDS[dataset]
+            ]
+            jobs.append(("merge_embeddings", f"{space}/{dataset}"))
     jobs += [(rule, "") for rule in ("estimate_delta", "plan", "hash_models")]
-    jobs += [("generate", f"/{shard}") for shard in GENERATION_SHARDS]
+    jobs += [("generate", str(shard)) for shard in GENERATION_SHARDS]
     jobs += [(rule, "") for rule in ("aggregate", "evaluate")]
     jobs += [(f"export_{format}", "") for format in config["export"]["formats"]]
-    return [results(f"benchmarks/{rule}{where}.tsv") for rule, where in jobs]
+    return [job_benchmark(rule, wildcards) for rule, wildcards in jobs]
 
 
 def real_faces():
@@ -268,7 +278,8 @@ def real_faces_for(section):
 
 def compared_embeddings(wildcards):
     """What `evaluate` compares, all in one model's space: with evaluation.recognizer set,
-    everything embedded again with it (embed_for_evaluation, embed_generated); else the
+    everything embedded again with it (embed and merge_embeddings in the space
+    evaluation/embeddings, embed_generated); else the
     generator's ArcFace embeddings the run already has."""
     space = (
         "evaluation/embeddings" if config["evaluation"]["recognizer"] else "embeddings"

@@ -5,17 +5,15 @@ rule estimate_delta:
     output:
         results("delta.h5"),
     log:
-        results("logs/estimate_delta.log"),
+        job_log("estimate_delta"),
     benchmark:
-        results("benchmarks/estimate_delta.tsv")
+        job_benchmark("estimate_delta")
     conda:
         "../../envs/gpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["gpu"],
     params:
-        config=settings(stages.estimate_delta),
+        config=settings("estimate_delta"),
     shell:
         "python -m digi2real estimate-delta --config {params.config:q} --real {input.real}"
         " --synthetic {input.synthetic} --out {output} > {log} 2>&1"

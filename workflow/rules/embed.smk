@@ -1,24 +1,26 @@
+# One rule for each embedding space (the wildcard `space`, its folder): the generator's
+# ArcFace's, `embeddings/`, and evaluation.recognizer's, `evaluation/embeddings/`.
 rule embed:
     input:
         results("index/{dataset}.parquet"),
     output:
-        results("embeddings/{dataset}/{shard}.h5"),
+        results("{space}/{dataset}/{shard}.h5"),
     log:
-        results("logs/embed/{dataset}/{shard}.log"),
+        job_log("embed", "{space}/{dataset}/{shard}"),
     benchmark:
-        results("benchmarks/embed/{dataset}/{shard}.tsv")
+        job_benchmark("embed", "{space}/{dataset}/{shard}")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
         config=embed_settings,
+        recognizer=recognizer_of_space,
         shard_size=embed_shard_size,
     shell:
-        "python -m digi2real embed {wildcards.dataset} --config {params.config:q} --index {input}"
-        " --shard {wildcards.shard} --shard-size {params.shard_size} --out {output} > {log} 2>&1"
+        "python -m digi2real embed {wildcards.dataset} --config {params.config:q}"
+        " --recognizer {params.recognizer} --index {input} --shard {wildcards.shard}"
+        " --shard-size {params.shard_size} --out {output} > {log} 2>&1"
 
 
 rule merge_embeddings:
@@ -26,15 +28,13 @@ rule merge_embeddings:
         index=results("index/{dataset}.parquet"),
         shards=embed_shards,
     output:
-        results("embeddings/{dataset}.h5"),
+        results("{space}/{dataset}.h5"),
     log:
-        results("logs/merge_embeddings/{dataset}.log"),
+        job_log("merge_embeddings", "{space}/{dataset}"),
     benchmark:
-        results("benchmarks/merge_embeddings/{dataset}.tsv")
+        job_benchmark("merge_embeddings", "{space}/{dataset}")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     shell:

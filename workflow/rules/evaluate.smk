@@ -1,71 +1,18 @@
-rule embed_for_evaluation:
-    input:
-        results("index/{dataset}.parquet"),
-    output:
-        results("evaluation/embeddings/{dataset}/{shard}.h5"),
-    log:
-        results("logs/embed_for_evaluation/{dataset}/{shard}.log"),
-    benchmark:
-        results("benchmarks/embed_for_evaluation/{dataset}/{shard}.tsv")
-    conda:
-        "../../envs/cpu.yaml"
-    container:
-        CONTAINER
-    envmodules:
-        *ENVMODULES["cpu"],
-    params:
-        config=lambda wildcards: settings(
-            stages.embed_for_evaluation, dataset=wildcards.dataset
-        ),
-        shard_size=embed_shard_size,
-    shell:
-        "python -m digi2real embed-for-evaluation {wildcards.dataset} --config {params.config:q}"
-        " --index {input} --shard {wildcards.shard} --shard-size {params.shard_size}"
-        " --out {output} > {log} 2>&1"
-
-
-rule merge_embeddings_for_evaluation:
-    input:
-        index=results("index/{dataset}.parquet"),
-        shards=lambda wildcards: expand(
-            results("evaluation/embeddings/{dataset}/{shard}.h5"),
-            dataset=wildcards.dataset,
-            shard=EMBED_SHARDS[wildcards.dataset],
-        ),
-    output:
-        results("evaluation/embeddings/{dataset}.h5"),
-    log:
-        results("logs/merge_embeddings_for_evaluation/{dataset}.log"),
-    benchmark:
-        results("benchmarks/merge_embeddings_for_evaluation/{dataset}.tsv")
-    conda:
-        "../../envs/cpu.yaml"
-    container:
-        CONTAINER
-    envmodules:
-        *ENVMODULES["cpu"],
-    shell:
-        "python -m digi2real merge-embeddings-for-evaluation --index {input.index}"
-        " --out {output} {input.shards} > {log} 2>&1"
-
-
 rule embed_generated:
     input:
         results("shards/{shard}/manifest.parquet"),
     output:
         results("evaluation/embeddings/generated/{shard}.h5"),
     log:
-        results("logs/embed_generated/{shard}.log"),
+        job_log("embed_generated", "{shard}"),
     benchmark:
-        results("benchmarks/embed_generated/{shard}.tsv")
+        job_benchmark("embed_generated", "{shard}")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.embed_generated),
+        config=settings("embed_generated"),
     shell:
         "python -m digi2real embed-generated --config {params.config:q} --manifest {input}"
         " --out {output} > {log} 2>&1"
@@ -80,23 +27,21 @@ rule evaluate:
     output:
         evaluation=results("evaluation.json"),
         tables=expand(
-            results("evaluation/{table}.parquet"), table=stages.evaluate.TABLES
+            results("evaluation/{table}.parquet"), table=stage("evaluate").TABLES
         ),
     log:
-        results("logs/evaluate.log"),
+        job_log("evaluate"),
     benchmark:
-        results("benchmarks/evaluate.tsv")
+        job_benchmark("evaluate")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     # numpy's matrix products, on the 2 cores the benchmark measured (README, "At scale")
     threads: 2
     params:
         # The evaluation's thresholds are read here only: changing them re-evaluates, nothing else.
-        config=settings(stages.evaluate),
+        config=settings("evaluate"),
         tables=lambda wildcards, output: os.path.dirname(output.tables[0]),
         gallery=lambda wildcards, input: (
             f"--gallery {input.gallery}" if input.gallery else ""

@@ -4,17 +4,15 @@ rule export_recordio:
     output:
         directory(results("export/recordio")),
     log:
-        results("logs/export_recordio.log"),
+        job_log("export_recordio"),
     benchmark:
-        results("benchmarks/export_recordio.tsv")
+        job_benchmark("export_recordio")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.export_recordio),
+        config=settings("export_recordio"),
         results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
         "python -m digi2real export-recordio --config {params.config:q} --results {params.results}"
@@ -27,17 +25,15 @@ rule export_webdataset:
     output:
         directory(results("export/webdataset")),
     log:
-        results("logs/export_webdataset.log"),
+        job_log("export_webdataset"),
     benchmark:
-        results("benchmarks/export_webdataset.tsv")
+        job_benchmark("export_webdataset")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.export_webdataset),
+        config=settings("export_webdataset"),
         results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
         "python -m digi2real export-webdataset --config {params.config:q} --results {params.results}"
@@ -50,17 +46,15 @@ rule export_imagefolder:
     output:
         directory(results("export/imagefolder")),
     log:
-        results("logs/export_imagefolder.log"),
+        job_log("export_imagefolder"),
     benchmark:
-        results("benchmarks/export_imagefolder.tsv")
+        job_benchmark("export_imagefolder")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.export_imagefolder),
+        config=settings("export_imagefolder"),
         results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
         "python -m digi2real export-imagefolder --config {params.config:q} --results {params.results}"

@@ -4,17 +4,15 @@ rule hash_models:
     output:
         results("models.json"),
     log:
-        results("logs/hash_models.log"),
+        job_log("hash_models"),
     benchmark:
-        results("benchmarks/hash_models.tsv")
+        job_benchmark("hash_models")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.hash_models),
+        config=settings("hash_models"),
     shell:
         "python -m digi2real hash-models --config {params.config:q} --out {output} > {log} 2>&1"
 
@@ -30,13 +28,11 @@ rule generate:
         # key (settings, models, Δ, condition, seed) still matches.
         results("shards/{shard}/manifest.parquet"),
     log:
-        results("logs/generate/{shard}.log"),
+        job_log("generate", "{shard}"),
     benchmark:
-        results("benchmarks/generate/{shard}.tsv")
+        job_benchmark("generate", "{shard}")
     conda:
         "../../envs/gpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["gpu"],
     # The threads the job computes with (generation.cpu_threads, fixed so that a rerun on
@@ -46,7 +42,7 @@ rule generate:
     resources:
         runtime=generation_runtime,
     params:
-        config=settings(stages.generate),
+        config=settings("generate"),
     shell:
         # exec: SIGTERM from SLURM reaches Python itself, which stops cleanly, rather than the
         # shell around it.

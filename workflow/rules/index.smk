@@ -2,13 +2,11 @@ rule demo_assets:
     output:
         f"{config['demo']}/built.txt" if config["demo"] else "demo/built.txt",
     log:
-        results("logs/demo_assets.log"),
+        job_log("demo_assets"),
     benchmark:
-        results("benchmarks/demo_assets.tsv")
+        job_benchmark("demo_assets")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     shell:
@@ -18,21 +16,19 @@ rule demo_assets:
 rule index_digiface:
     input:
         demo=demo_assets,
-        listing=listing("digiface"),
+        listing=root_listing("digiface"),
     output:
         results("index/digiface.parquet"),
     log:
-        results("logs/index_digiface.log"),
+        job_log("index_digiface"),
     benchmark:
-        results("benchmarks/index_digiface.tsv")
+        job_benchmark("index_digiface")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.index_digiface),
+        config=settings("index_digiface"),
         listing=lambda wildcards, input: (
             f"--listing {input.listing}" if input.listing else ""
         ),
@@ -41,53 +37,28 @@ rule index_digiface:
         " {params.listing} > {log} 2>&1"
 
 
-rule index_ffhq:
+# FFHQ and the gallery: the real faces.
+rule index_real:
     input:
         demo=demo_assets,
-        listing=listing("ffhq"),
+        listing=lambda wildcards: root_listing(wildcards.dataset),
     output:
-        results("index/ffhq.parquet"),
+        results("index/{dataset}.parquet"),
     log:
-        results("logs/index_ffhq.log"),
+        job_log("index_real", "{dataset}"),
     benchmark:
-        results("benchmarks/index_ffhq.tsv")
+        job_benchmark("index_real", "{dataset}")
+    wildcard_constraints:
+        dataset="ffhq|gallery",
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.index_ffhq),
+        config=lambda wildcards: settings("index_real", dataset=wildcards.dataset),
         listing=lambda wildcards, input: (
             f"--listing {input.listing}" if input.listing else ""
         ),
     shell:
-        "python -m digi2real index-ffhq --config {params.config:q} --out {output}"
-        " {params.listing} > {log} 2>&1"
-
-
-rule index_gallery:
-    input:
-        demo=demo_assets,
-        listing=listing("gallery"),
-    output:
-        results("index/gallery.parquet"),
-    log:
-        results("logs/index_gallery.log"),
-    benchmark:
-        results("benchmarks/index_gallery.tsv")
-    conda:
-        "../../envs/cpu.yaml"
-    container:
-        CONTAINER
-    envmodules:
-        *ENVMODULES["cpu"],
-    params:
-        config=settings(stages.index_gallery),
-        listing=lambda wildcards, input: (
-            f"--listing {input.listing}" if input.listing else ""
-        ),
-    shell:
-        "python -m digi2real index-gallery --config {params.config:q} --out {output}"
-        " {params.listing} > {log} 2>&1"
+        "python -m digi2real index-real {wildcards.dataset} --config {params.config:q}"
+        " --out {output} {params.listing} > {log} 2>&1"

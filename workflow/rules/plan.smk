@@ -5,17 +5,15 @@ rule plan:
     output:
         expand(results("plan/{shard}.h5"), shard=GENERATION_SHARDS),
     log:
-        results("logs/plan.log"),
+        job_log("plan"),
     benchmark:
-        results("benchmarks/plan.tsv")
+        job_benchmark("plan")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.plan),
+        config=settings("plan"),
         real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
     shell:
         "python -m digi2real plan --config {params.config:q} --embeddings {input.digiface}"

@@ -3,7 +3,7 @@ rule report:
         manifest=results("manifest.parquet"),
         evaluation=results("evaluation.json"),
         tables=expand(
-            results("evaluation/{table}.parquet"), table=stages.evaluate.TABLES
+            results("evaluation/{table}.parquet"), table=stage("evaluate").TABLES
         ),
     output:
         samples=report(
@@ -23,20 +23,18 @@ rule report:
                 caption=f"../report/{figure}.rst",
                 category="2. Certificate",
             )
-            for figure in stages.report.FIGURES
+            for figure in stage("report").FIGURES
         ],
     log:
-        results("logs/report.log"),
+        job_log("report"),
     benchmark:
-        results("benchmarks/report.tsv")
+        job_benchmark("report")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.report),
+        config=settings("report"),
         results=lambda wildcards, input: os.path.dirname(input.manifest),
         figures=lambda wildcards, output: os.path.dirname(output.certificate),
     shell:
@@ -62,17 +60,15 @@ rule card:
             category="1. Dataset",
         ),
     log:
-        results("logs/card.log"),
+        job_log("card"),
     benchmark:
-        results("benchmarks/card.tsv")
+        job_benchmark("card")
     conda:
         "../../envs/cpu.yaml"
-    container:
-        CONTAINER
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings(stages.card),
+        config=settings("card"),
         results=lambda wildcards, input: os.path.dirname(input.manifest),
     shell:
         "python -m digi2real card --config {params.config:q} --results {params.results}"
