@@ -197,7 +197,8 @@ class FaceSettings:
     providers: str
     prealigned: bool
     batch_size: int
-    # How faces are found: None where the faces come aligned (no detector runs).
+    # How faces are found, unused where they come aligned (no detector runs); None when
+    # they were never set (FaceSettings.aligned).
     det_size: int | None
     det_thresh: float | None
     pad: float | None
@@ -205,11 +206,9 @@ class FaceSettings:
     @classmethod
     def from_config(cls, config, section: str) -> FaceSettings:
         face = config[section]["face"]
-        if face["prealigned"]:
-            return cls.aligned(str(face["providers"]), int(face["batch_size"]))
         return cls(
             providers=str(face["providers"]),
-            prealigned=False,
+            prealigned=bool(face["prealigned"]),
             batch_size=int(face["batch_size"]),
             det_size=int(face["det_size"]),
             det_thresh=float(face["det_thresh"]),
@@ -256,15 +255,3 @@ def face_pipeline(
         batch_size=settings.batch_size,
         force_detections=forced_detections(),
     )
-
-
-def face_pipeline_from_config(
-    config, section: str, recognizer: ModelSpec | None = None, threads: int | None = None
-) -> FacePipeline:
-    """`face_pipeline` of `<section>.face`, its models' paths resolved from `config`: for a
-    stage that needs no more of the config (see faces.face_pipeline for the arguments)."""
-    from digi2real.models import ARCFACE, ModelPaths
-
-    settings = FaceSettings.from_config(config, section)
-    paths = ModelPaths.from_config(config, *settings.models(recognizer or ARCFACE))
-    return face_pipeline(settings, paths, recognizer, threads)

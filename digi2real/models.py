@@ -87,7 +87,8 @@ BY_KEY = {spec.key: spec for spec in (*GENERATION_MODELS, *FACE_MODELS, LCM_LORA
 def model_path(config: Config, spec: ModelSpec) -> Path:
     """The checked path of one model; raises a one-line error when it is not as expected."""
     path = resolve_path(config, spec.key)
-    assert path is not None
+    if path is None:
+        raise ModelFileError(f"config key {spec.key} is not set; expected {spec.what}")
     prefix = f"config key {spec.key}: {path}"
     if not spec.files:
         if path.is_file():

@@ -27,6 +27,13 @@ def test_missing_key_is_named(tmp_path):
         models.model_path({"models": {}}, models.ENCODER)
 
 
+def test_a_key_left_unset_is_named_in_one_line():
+    """evaluation.recognizer is null unless a second recognizer is asked for: a stage asked to
+    embed with it says so, instead of failing deep inside."""
+    with pytest.raises(ModelFileError, match="config key evaluation.recognizer is not set;"):
+        models.model_path({"evaluation": {"recognizer": None}}, models.RECOGNIZER)
+
+
 def test_missing_folder_names_key_path_and_expectation(tmp_path):
     config = config_with(tmp_path, arc2face_encoder="nowhere/encoder")
     with pytest.raises(ModelFileError) as error:

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from digi2real.config import load_config
-from digi2real.faces import decode_image, face_pipeline_from_config
+from digi2real.faces import FaceSettings, decode_image, face_pipeline
 from digi2real.formats import Delta, ShardPlan, write_delta, write_model_hashes, write_plan
 from digi2real.shard_store import read_generated_embeddings
 from digi2real.stages import generate
@@ -32,6 +32,14 @@ pytestmark = pytest.mark.unit
 
 IDENTITIES, PER_IDENTITY = 2, 3
 COMMITTED = {"images.zip", "manifest.parquet", "manifest.csv", "embeddings.h5", "records.jsonl"}
+
+
+def quality_pipeline(config):
+    """The face pipeline a generation job checks its images with (quality.face)."""
+    from digi2real.models import ARCFACE, ModelPaths
+
+    settings = FaceSettings.from_config(config, "quality")
+    return face_pipeline(settings, ModelPaths.from_config(config, *settings.models(ARCFACE)))
 
 
 def unit(vector: np.ndarray) -> np.ndarray:
@@ -174,7 +182,7 @@ def test_a_committed_shard_is_a_few_files_its_archive_holding_every_image(refere
 def test_the_check_reads_the_raw_image_as_stored(reference, demo_root, tmp_path):
     """Each embedding of the shard is the face pipeline's on the archived JPEG's bytes."""
     config = load_config(shard_config(tmp_path, demo_root))
-    faces = face_pipeline_from_config(config, "quality")
+    faces = quality_pipeline(config)
     stored = read_generated_embeddings(reference / "embeddings.h5")
     assert len(stored)
     archived = members(reference)
@@ -281,7 +289,7 @@ def test_image_formats_are_the_configured_ones(
     # The embeddings are of the crops as stored (a JPEG crop decoded, not the lossless one).
     from digi2real.faces import FacePipeline
 
-    faces = face_pipeline_from_config(load_config(config), "quality")
+    faces = quality_pipeline(load_config(config))
     recognizer = FacePipeline(None, faces.recognizer, prealigned=True)
     stored = read_generated_embeddings(shard / "embeddings.h5")
     assert len(stored)

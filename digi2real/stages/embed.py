@@ -51,15 +51,20 @@ def run(
     import numpy as np
 
     from digi2real import models
-    from digi2real.faces import FaceResult, face_pipeline_from_config
+    from digi2real.faces import FaceResult, FaceSettings, face_pipeline
     from digi2real.formats import EmbeddingTable, read_index, write_embeddings
     from digi2real.progress import Progress, log
     from digi2real.status import Status
 
+    # 1. The shard's index rows, the face settings and the models, checked before any loads.
     index = read_index(index_path)
     rows = index.rows_of_shard(shard, shard_size)
     spec = {spec.key: spec for spec in (models.ARCFACE, models.RECOGNIZER)}[recognizer]
-    pipeline = face_pipeline_from_config(config, dataset, spec)
+    settings = FaceSettings.from_config(config, dataset)
+    paths = models.ModelPaths.from_config(config, *settings.models(spec))
+    # 2. Every image of the shard through the face pipeline; an identity folder with no
+    # image gets its row too.
+    pipeline = face_pipeline(settings, paths, spec)
     root = Path(index.root)
     image_rows = [row for row in rows if not index.path[row].endswith("/")]
     progress = Progress(f"embed {dataset}", len(image_rows))
@@ -73,21 +78,19 @@ def run(
         by_row[row] = result
         progress.advance()
     ordered = [by_row[row] for row in rows]
-    face = config[dataset]["face"]
+    # 3. The embeddings, with what made them: the settings and the models' hashes.
     attrs = {
         "dataset": dataset,
         "dataset_root": str(root),
-        "mode": "prealigned" if face["prealigned"] else "detect",
-        "det_size": int(face["det_size"]),
-        "pad": float(face["pad"]),
-        "arcface_sha256": models.model_sha256(models.model_path(config, spec), spec),
+        "mode": "prealigned" if settings.prealigned else "detect",
+        "det_size": settings.det_size,
+        "pad": settings.pad,
+        "arcface_sha256": models.model_sha256(paths[spec], spec),
         "recognizer": spec.key,
         "shard": shard,
     }
-    if not face["prealigned"]:
-        attrs["detector_sha256"] = models.model_sha256(
-            models.model_path(config, models.DETECTOR), models.DETECTOR
-        )
+    if not settings.prealigned:
+        attrs["detector_sha256"] = models.model_sha256(paths[models.DETECTOR], models.DETECTOR)
     table = EmbeddingTable(
         embedding=np.stack(
             [r.embedding if r.embedding is not None else np.zeros(512, np.float32) for r in ordered]
