@@ -18,7 +18,7 @@ rule aggregate:
         *ENVMODULES["cpu"],
     params:
         # The quality thresholds are read here only: changing them never regenerates images.
-        config=settings("aggregate"),
+        config=settings_json("aggregate"),
         results=lambda wildcards, output: os.path.dirname(output[0]),
         real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
     shell:

@@ -165,7 +165,7 @@ def root_listing(dataset):
     return str(layout.listing_path(RESULTS, dataset))
 
 
-def settings(rule, **wildcards):
+def settings_json(rule, **wildcards):
     """The slice of the config that the stage of `rule` reads (its CONFIG_KEYS), as JSON. It is
     passed to the CLI, and as a params entry it makes a change to those keys rerun the rule and
     what depends on it, nothing else."""
@@ -192,8 +192,8 @@ def recognizer_of_space(wildcards):
     return stage("embed").SPACES[wildcards.space]
 
 
-def embed_settings(wildcards):
-    return settings(
+def embed_settings_json(wildcards):
+    return settings_json(
         "embed",
         dataset=wildcards.dataset,
         recognizer=recognizer_of_space(wildcards),

@@ -13,7 +13,7 @@ rule estimate_delta:
     envmodules:
         *ENVMODULES["gpu"],
     params:
-        config=settings("estimate_delta"),
+        config=settings_json("estimate_delta"),
     shell:
         "python -m digi2real estimate-delta --config {params.config:q} --real {input.real}"
         " --synthetic {input.synthetic} --out {output} > {log} 2>&1"

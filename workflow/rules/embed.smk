@@ -14,7 +14,7 @@ rule embed:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=embed_settings,
+        config=embed_settings_json,
         recognizer=recognizer_of_space,
         shard_size=embed_shard_size,
     shell:

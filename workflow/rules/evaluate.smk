@@ -12,7 +12,7 @@ rule embed_generated:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("embed_generated"),
+        config=settings_json("embed_generated"),
     shell:
         "python -m digi2real embed-generated --config {params.config:q} --manifest {input}"
         " --out {output} > {log} 2>&1"
@@ -41,7 +41,7 @@ rule evaluate:
     threads: 2
     params:
         # The evaluation's thresholds are read here only: changing them re-evaluates, nothing else.
-        config=settings("evaluate"),
+        config=settings_json("evaluate"),
         tables=lambda wildcards, output: os.path.dirname(output.tables[0]),
         gallery=lambda wildcards, input: (
             f"--gallery {input.gallery}" if input.gallery else ""

@@ -12,7 +12,7 @@ rule export_recordio:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("export_recordio"),
+        config=settings_json("export_recordio"),
         results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
         "python -m digi2real export-recordio --config {params.config:q} --results {params.results}"
@@ -33,7 +33,7 @@ rule export_webdataset:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("export_webdataset"),
+        config=settings_json("export_webdataset"),
         results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
         "python -m digi2real export-webdataset --config {params.config:q} --results {params.results}"
@@ -54,7 +54,7 @@ rule export_imagefolder:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("export_imagefolder"),
+        config=settings_json("export_imagefolder"),
         results=lambda wildcards, input: os.path.dirname(input[0]),
     shell:
         "python -m digi2real export-imagefolder --config {params.config:q} --results {params.results}"

@@ -12,7 +12,7 @@ rule hash_models:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("hash_models"),
+        config=settings_json("hash_models"),
     shell:
         "python -m digi2real hash-models --config {params.config:q} --out {output} > {log} 2>&1"
 
@@ -42,7 +42,7 @@ rule generate:
     resources:
         runtime=generation_runtime,
     params:
-        config=settings("generate"),
+        config=settings_json("generate"),
     shell:
         # exec: SIGTERM from SLURM reaches Python itself, which stops cleanly, rather than the
         # shell around it.

@@ -28,7 +28,7 @@ rule index_digiface:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("index_digiface"),
+        config=settings_json("index_digiface"),
         listing=lambda wildcards, input: (
             f"--listing {input.listing}" if input.listing else ""
         ),
@@ -55,7 +55,7 @@ rule index_real:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=lambda wildcards: settings("index_real", dataset=wildcards.dataset),
+        config=lambda wildcards: settings_json("index_real", dataset=wildcards.dataset),
         listing=lambda wildcards, input: (
             f"--listing {input.listing}" if input.listing else ""
         ),

@@ -13,7 +13,7 @@ rule plan:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("plan"),
+        config=settings_json("plan"),
         real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
     shell:
         "python -m digi2real plan --config {params.config:q} --embeddings {input.digiface}"

@@ -34,7 +34,7 @@ rule report:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("report"),
+        config=settings_json("report"),
         results=lambda wildcards, input: os.path.dirname(input.manifest),
         figures=lambda wildcards, output: os.path.dirname(output.certificate),
     shell:
@@ -68,7 +68,7 @@ rule card:
     envmodules:
         *ENVMODULES["cpu"],
     params:
-        config=settings("card"),
+        config=settings_json("card"),
         results=lambda wildcards, input: os.path.dirname(input.manifest),
     shell:
         "python -m digi2real card --config {params.config:q} --results {params.results}"
