@@ -647,3 +647,23 @@ def test_consistency_leaves_out_single_image_identities():
     assert result["mean_cos_to_centre"]["a"] == pytest.approx(np.cos(np.arctan2(0.8, 1.6)))
     single = consistency(embeddings[2:], ["b"])
     assert single["share_at"]["0.3"] is None
+
+
+def test_the_evaluation_refuses_real_faces_embedded_by_another_model(tmp_path):
+    """Cosines across two models' spaces mean nothing: a real faces' file embedded by another
+    recognizer than DigiFace's is named, with both hashes."""
+    from types import SimpleNamespace
+
+    from digi2real.errors import DataError
+    from digi2real.stages.evaluate import check_one_space
+
+    digiface = SimpleNamespace(attrs={"arcface_sha256": "aaa"})
+    same = SimpleNamespace(attrs={"arcface_sha256": "aaa"})
+    other = SimpleNamespace(attrs={"arcface_sha256": "bbb"})
+    check_one_space(tmp_path / "digiface.h5", digiface, {tmp_path / "ffhq.h5": same})
+    with pytest.raises(DataError, match=r"gallery.h5: embedded by another recognizer \(sha256 bbb"):
+        check_one_space(
+            tmp_path / "digiface.h5",
+            digiface,
+            {tmp_path / "ffhq.h5": same, tmp_path / "gallery.h5": other},
+        )

@@ -68,7 +68,6 @@ def run(
     import pyarrow.parquet as pq
 
     from digi2real.certificate import COMPUTED, NOT_COMPUTED
-    from digi2real.errors import DataError
     from digi2real.evaluation import (
         EvaluationSettings,
         Gallery,
@@ -84,50 +83,23 @@ def run(
     )
     from digi2real.pose import head_pose
     from digi2real.progress import log
-    from digi2real.shard_store import read_generated_embeddings
     from digi2real.status import Status
 
+    # 1. Inputs: the passed images' embeddings, and the statuses of every input image, each
+    # file checked embedded in one model's space.
     settings = EvaluationSettings.from_config(config)
     manifest = pq.read_table(manifest_path)
-    kept = manifest.filter(manifest.column("passed"))
-    passed_keys = set(
-        zip(
-            kept.column("identity").to_pylist(),
-            kept.column("image_index").to_pylist(),
-            strict=True,
-        )
+    labels, image_index, embedding, landmarks = read_passed_embeddings(
+        manifest_path, manifest, generated_paths
     )
-    # Only the passed rows are kept, a file at a time: 400,000 embeddings are 800 MB.
-    labels, image_index, embedding, landmarks = [], [], [], []
-    for path in generated_paths:
-        part = read_generated_embeddings(path)
-        keys = zip(part.identity, part.image_index.tolist(), strict=True)
-        passed = np.array([key in passed_keys for key in keys], bool)
-        labels += [name for name, keep in zip(part.identity, passed, strict=True) if keep]
-        image_index.append(part.image_index[passed])
-        embedding.append(part.embedding[passed])
-        landmarks.append(part.landmarks[passed])
-        del part
-    if len(labels) != len(passed_keys):
-        raise DataError(
-            f"{manifest_path}: {len(passed_keys)} passed images, but the generated embeddings "
-            f"hold {len(labels)} of them"
-        )
     # The DigiFace embeddings are read a chunk at a time (streamed_prototypes), if at all.
     digiface = read_embeddings(digiface_path, embeddings=False)
     real_files = [ffhq_path] + ([gallery_path] if gallery_path else [])
-    # One model's space or the comparison means nothing: every input was embedded by it.
     statuses = {path: read_embeddings(path, embeddings=False) for path in real_files}
-    for path in real_files:
-        theirs = statuses[path].attrs.get("arcface_sha256")
-        if theirs != digiface.attrs.get("arcface_sha256"):
-            raise DataError(
-                f"{path}: embedded by another recognizer (sha256 {theirs}) than "
-                f"{digiface_path} ({digiface.attrs.get('arcface_sha256')})"
-            )
+    check_one_space(digiface_path, digiface, statuses)
     gallery = Gallery(*read_real_faces(real_files))
 
-    # 1. The sources: every identity with a prototype, planned or dropped by the plan's gates
+    # 2. The sources: every identity with a prototype, planned or dropped by the plan's gates
     # (an identity with too few usable source images has none), in the embeddings compared.
     plans = [read_plan_identities(path) for path in plan_paths]
     names = [name for plan in plans for name in plan.identities]
@@ -151,7 +123,7 @@ def run(
         "evaluate: %d DigiFace identities, %d with a prototype", len(names), has_prototype.sum()
     )
 
-    # 2. The passed images: what users train on.
+    # 3. The passed images: what users train on.
     independent = config["evaluation"]["recognizer"] is not None
     summary: dict = {
         "recognizer": {
@@ -187,7 +159,7 @@ def run(
         inputs["gallery"] = statuses[gallery_path]
     summary["yield"] = yield_summary(manifest, names, status, reasons, inputs)
 
-    # 3. Written: the tables first, the JSON (what the report reads) last.
+    # 4. Written: the tables first, the JSON (what the report reads) last.
     tables.mkdir(parents=True, exist_ok=True)
     empty = {"identity": []}
     columns_of = {
@@ -201,6 +173,56 @@ def run(
         write_evaluation_table(tables / f"{name}.parquet", columns_of[name] or empty)
     write_evaluation(out, summary)
     return summary
+
+
+def read_passed_embeddings(manifest_path: Path, manifest, generated_paths: list[Path]):
+    """The identity, image index, embedding and landmarks of each passed image of `manifest`,
+    as lists of per-file parts (but the labels); only the passed rows are kept, a file at a
+    time: 400,000 embeddings are 800 MB."""
+    import numpy as np
+
+    from digi2real.errors import DataError
+    from digi2real.shard_store import read_generated_embeddings
+
+    kept = manifest.filter(manifest.column("passed"))
+    passed_keys = set(
+        zip(
+            kept.column("identity").to_pylist(),
+            kept.column("image_index").to_pylist(),
+            strict=True,
+        )
+    )
+    labels, image_index, embedding, landmarks = [], [], [], []
+    for path in generated_paths:
+        part = read_generated_embeddings(path)
+        keys = zip(part.identity, part.image_index.tolist(), strict=True)
+        passed = np.array([key in passed_keys for key in keys], bool)
+        labels += [name for name, keep in zip(part.identity, passed, strict=True) if keep]
+        image_index.append(part.image_index[passed])
+        embedding.append(part.embedding[passed])
+        landmarks.append(part.landmarks[passed])
+        del part
+    if len(labels) != len(passed_keys):
+        raise DataError(
+            f"{manifest_path}: {len(passed_keys)} passed images, but the generated embeddings "
+            f"hold {len(labels)} of them"
+        )
+    return labels, image_index, embedding, landmarks
+
+
+def check_one_space(digiface_path: Path, digiface, real: dict) -> None:
+    """One model's space or the comparison means nothing: every real faces' file (`real`, its
+    table by path) embedded by the model that embedded DigiFace."""
+    from digi2real.errors import DataError
+
+    ours = digiface.attrs.get("arcface_sha256")
+    for path, table in real.items():
+        theirs = table.attrs.get("arcface_sha256")
+        if theirs != ours:
+            raise DataError(
+                f"{path}: embedded by another recognizer (sha256 {theirs}) than "
+                f"{digiface_path} ({ours})"
+            )
 
 
 def streamed_prototypes(path: Path, table, names: list[str]):
