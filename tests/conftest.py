@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 # for the cluster's MinJobAge at import, with a 10 s timeout (plugin 2.8): once the SLURM tests
 # installed their cluster and took it down, every snakemake command would wait for it.
 LOCAL_SNAKEMAKE_PATH = os.pathsep.join([str(REPO / "tests/no_slurm"), os.environ["PATH"]])
+
+
+def default_sigint() -> None:
+    """preexec_fn of a process a test will Ctrl-C: SIGINT at its default, as in a terminal. A
+    shell that runs the suite in the background without job control (`make test &` in a
+    script) ignores SIGINT in it; an ignored signal stays ignored across exec, so Python would
+    install no KeyboardInterrupt handler and the Ctrl-C would never reach snakemake (seen:
+    the interrupted run went on to the end, five SIGINTs later)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import default_sigint
 from tests.workflow_runs import (
     AFTER_AGGREGATE,
     IMAGES_PER_IDENTITY,
@@ -145,6 +146,7 @@ def test_interrupted_snakemake_then_the_plain_command_completes(run, tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=stderr_file,
             env=local_environment(),
+            preexec_fn=default_sigint,
         )
     deadline = time.monotonic() + 300
     while not list((workdir / "results/shards").glob("*/raw/*/*.jpg")):

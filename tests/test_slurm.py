@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import empty_model_layout
+from tests.conftest import default_sigint, empty_model_layout
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
@@ -263,6 +263,7 @@ class Background:
             env=env or job_environment(),
             cwd=workdir,
             start_new_session=True,
+            preexec_fn=default_sigint,  # stop() ends it with SIGINT
         )
 
     def stderr(self) -> str:
