@@ -25,6 +25,7 @@ def run(index_path: Path, inputs: list[Path], out: Path) -> None:
     from digi2real.errors import DataError
     from digi2real.formats import EmbeddingTable, read_embeddings, read_index, write_embeddings
 
+    # 1. The shards, made alike: the same attributes but their shard number.
     if not inputs:
         raise DataError("no embedding shards to merge")
     tables = [read_embeddings(path) for path in inputs]
@@ -37,6 +38,7 @@ def run(index_path: Path, inputs: list[Path], out: Path) -> None:
         }
         if differing:
             raise DataError(f"{path}: attributes {sorted(differing)} differ from {inputs[0]}")
+    # 2. Together, every row of the index in its order.
     index = read_index(index_path)
     merged_paths = [p for t in tables for p in t.path]
     if merged_paths != index.path:
@@ -47,6 +49,7 @@ def run(index_path: Path, inputs: list[Path], out: Path) -> None:
             f"index {len(index)}; not embedded: {len(missing)}, e.g. {missing[:3]} (are the "
             "shards from another run, or one missing?)"
         )
+    # 3. Written as one file, the shards' attributes and how many they were.
     attrs = {k: v for k, v in first.items() if k != "shard"}
     attrs["n_shards"] = len(tables)
     write_embeddings(

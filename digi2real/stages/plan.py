@@ -30,6 +30,7 @@ def run(config: Config, embeddings: Path, outputs: list[Path], real: Path | None
     from digi2real.planning import PlanSettings, plan_identities
     from digi2real.progress import log
 
+    # 1. The identities, in selection order, and the shards they need, checked.
     table = read_embeddings(embeddings)
     identities = list(dict.fromkeys(table.identity))
     if not identities or identities == [""]:
@@ -42,6 +43,7 @@ def run(config: Config, embeddings: Path, outputs: list[Path], real: Path | None
             f"{embeddings}: {len(identities)} identities need {needed} shards of "
             f"plan.identities_per_shard={per_shard}, but {len(outputs)} outputs were given"
         )
+    # 2. The gates, over every identity at once; then each shard's plan, cut in order.
     dropped = gates(config, table, identities, settings, real)
     for shard, path in enumerate(outputs):
         shard_plan = plan_identities(
