@@ -30,15 +30,28 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+# The modules that take longest, longest first (measured with --durations on 2 cores: the SLURM
+# scenarios ~450 s, the workflow tests ~370 s, the reruns ~350 s, the compile test's module
+# ~200 s, the settings' reruns ~140 s, the shard kills ~100 s), then the others in file order.
+# pytest-xdist hands modules out in the order collected (--no-loadscope-reorder, pyproject.toml;
+# its default reorder, by number of tests, started the SLURM module last, a 7-minute tail).
+LONGEST_FIRST = (
+    "test_slurm.py",
+    "test_workflow.py",
+    "test_reruns.py",
+    "test_generation.py",
+    "test_image_keys.py",
+    "test_shards.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """The longest modules first, so that pytest-xdist (--dist loadscope, pyproject.toml)
-    starts them at once on workers of their own: the SLURM tests (which mostly wait for the
-    cluster, while the other workers go on), then the workflow tests."""
+    """The longest modules first (LONGEST_FIRST), so that each starts at once on a worker of
+    its own while the short ones fill in beside them."""
 
     def order(item) -> int:
-        if item.get_closest_marker("slurm"):
-            return 0
-        return 1 if item.get_closest_marker("workflow") else 2
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=order)
 
