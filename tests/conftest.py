@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,23 @@ REPO = Path(__file__).resolve().parents[1]
 # for the cluster's MinJobAge at import, with a 10 s timeout (plugin 2.8): once the SLURM tests
 # installed their cluster and took it down, every snakemake command would wait for it.
 LOCAL_SNAKEMAKE_PATH = os.pathsep.join([str(REPO / "tests/no_slurm"), os.environ["PATH"]])
+
+
+def snakemake_argv(workdir: Path, *args: str) -> list[str]:
+    """This checkout's workflow run by this Python's snakemake in `workdir`, on the config file
+    there, with `args` after."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
 
 
 def default_sigint() -> None:

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import default_sigint, empty_model_layout
+from tests.conftest import default_sigint, empty_model_layout, snakemake_argv
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "local_slurm.sh"
@@ -153,21 +153,6 @@ def job_environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def command(workdir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        *args,
-    ]
-
-
 def slurm_args(profile: Path) -> list[str]:
     return [
         "--profile",
@@ -257,7 +242,7 @@ class Background:
         self.out = open(workdir.parent / f"{workdir.name}.stdout", "w+")  # noqa: SIM115
         self.err = open(workdir.parent / f"{workdir.name}.stderr", "w+")  # noqa: SIM115
         self.process = subprocess.Popen(
-            command(workdir, *args),
+            snakemake_argv(workdir, *args),
             stdout=self.out,
             stderr=self.err,
             env=env or job_environment(),
@@ -720,7 +705,7 @@ def submissions(output: str) -> dict[str, int]:
 
 def dry_run(workdir: Path, profile: Path) -> dict[str, int]:
     result = subprocess.run(
-        command(workdir, "--profile", str(profile), "--dry-run"),
+        snakemake_argv(workdir, "--profile", str(profile), "--dry-run"),
         capture_output=True,
         text=True,
         env=job_environment(),

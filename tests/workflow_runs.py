@@ -4,7 +4,6 @@ and what its logs and outputs say (tests/conftest.py makes the zoo and each modu
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
-from tests.conftest import LOCAL_SNAKEMAKE_PATH, REPO, write_demo_config
+from tests.conftest import LOCAL_SNAKEMAKE_PATH, REPO, snakemake_argv, write_demo_config
 
 # The demo's exports (demo.yaml): rerun whenever the manifest changes.
 EXPORTS = {"export_recordio": 1, "export_webdataset": 1, "export_imagefolder": 1}
@@ -42,20 +41,7 @@ FAST = {
 
 
 def snakemake_command(workdir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
+    return snakemake_argv(workdir, "--cores", "2", *args)
 
 
 def local_environment(**extra: str) -> dict[str, str]:
