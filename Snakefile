@@ -21,6 +21,8 @@ wildcard_constraints:
     dataset="digiface|ffhq|gallery",
     space=EMBEDDING_SPACES,
     shard=r"\d+",
+    # A sub-run's prefix under the results (workflow/rules/train.smk): "" is the run itself.
+    run=r"|baseline/digiface/|checkpoints/[A-Za-z0-9_.-]+/",
 
 
 include: "workflow/rules/index.smk"
@@ -32,6 +34,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -41,3 +44,8 @@ rule all:
         rules.report.output,
         rules.card.output,
         expand(results("export/{format}"), format=config["export"]["formats"]),
+        # With train.enabled: the recognizers trained and benchmarked.
+        expand(
+            results("{run}benchmark.json"),
+            run=BENCHMARKED_RUNS if config["train"]["enabled"] else [],
+        ),

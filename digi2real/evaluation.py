@@ -566,17 +566,38 @@ def _leakage(
     }
 
 
+def benchmark_leaks(
+    names: list[str], queries: np.ndarray, benchmarks: Gallery, settings: EvaluationSettings
+) -> tuple[dict | None, Columns]:
+    """The leakage search of `queries` (identity centres or prototypes, one per name) in the
+    faces a trained recognizer is tested on, apart from the real faces': a training identity
+    that close to a benchmark face inflates the benchmark, whatever its privacy. The summary
+    as `_leakage` has it (None without benchmark faces), and per identity its nearest
+    benchmark face, that face's cosine and whether it is flagged."""
+    cosines, labels = _nearest_real(queries, benchmarks)
+    leak = cosines >= settings.leak_threshold  # NaN (no benchmark face) is never flagged
+    flagged = [name for name, hit in zip(names, leak, strict=True) if hit]
+    columns = {
+        "nearest_benchmark_cos": cosines.tolist(),
+        "nearest_benchmark": labels,
+        "benchmark_leak": leak.tolist(),
+    }
+    return _leakage(cosines, flagged, settings), columns
+
+
 def evaluate_sources(
     names: list[str],
     prototypes: np.ndarray,
     considered: np.ndarray,
     gallery: Gallery,
     settings: EvaluationSettings,
+    benchmarks: Gallery | None = None,
 ) -> tuple[dict, Columns, Columns]:
     """The DigiFace identities the run planned from: their prototypes against the real gallery
     and against each other, so that a leak or a collision in the generated set can be traced to
     the rendered identity itself. Only the `considered` identities count (those with a
-    prototype: the plan's gates may have dropped them, too few usable images cannot)."""
+    prototype: the plan's gates may have dropped them, too few usable images cannot). With
+    `benchmarks`, the same leakage search in the benchmark faces, reported apart."""
     names = [name for name, keep in zip(names, considered, strict=True) if keep]
     prototypes = unit(prototypes[considered])
     summary, columns, pairs = _identity_pairs(names, prototypes, settings)
@@ -590,15 +611,17 @@ def evaluate_sources(
         **columns,
     }
     flagged = [name for name, hit in zip(names, leak, strict=True) if hit]
-    return (
-        {
-            "identities": len(names),
-            "uniqueness": summary,
-            "leakage": _leakage(real, flagged, settings),
-        },
-        table,
-        pairs,
-    )
+    sources = {
+        "identities": len(names),
+        "uniqueness": summary,
+        "leakage": _leakage(real, flagged, settings),
+    }
+    if benchmarks is not None:
+        sources["benchmark_leakage"], columns = benchmark_leaks(
+            names, prototypes, benchmarks, settings
+        )
+        table.update(columns)
+    return sources, table, pairs
 
 
 def evaluate_generated(
@@ -607,10 +630,13 @@ def evaluate_generated(
     angles: np.ndarray,
     gallery: Gallery,
     settings: EvaluationSettings,
+    benchmarks: Gallery | None = None,
 ) -> tuple[dict, Columns, Columns, Columns]:
     """Every measure of the passed images (`labels`: each image's identity, in manifest order;
     `angles`: (N, 3) yaw, pitch, roll): the summary, the per-image and per-identity tables and
-    the most similar identity pairs."""
+    the most similar identity pairs. With `benchmarks`, the identity centres' leakage search
+    in the benchmark faces too, apart from the real faces' (images are not searched: the
+    flag, what training leaves out, is an identity's)."""
     embeddings = unit(embeddings)
     names, centres, index = identity_centres(embeddings, labels)
     sizes = np.bincount(index, minlength=len(names))
@@ -688,6 +714,12 @@ def evaluate_generated(
         "pitch_std": spread[:, 1].tolist(),
         "roll_std": spread[:, 2].tolist(),
     }
+    if benchmarks is not None:
+        found, columns = benchmark_leaks(names, centres, benchmarks, settings)
+        summary["benchmark_leakage"] = (
+            None if found is None else {"faces": len(benchmarks), "identities": found}
+        )
+        identities.update(columns)
     return summary, images, identities, pairs
 
 

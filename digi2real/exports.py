@@ -25,7 +25,7 @@ import multiprocessing
 import os
 import struct
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,14 +94,18 @@ def labelled_samples(manifest: pa.Table, results: Path) -> tuple[list[str], list
     return identities, samples
 
 
-def labels_csv(identities: list[str], samples: list[Sample]) -> str:
-    counts = np.bincount([s.label for s in samples], minlength=len(identities))
+def labels_csv(identities: list[str], counts: list[int]) -> str:
+    """label, identity, images: one row per label, with its image count."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["label", "identity", "images"])
     for label, identity in enumerate(identities):
         writer.writerow([label, identity, int(counts[label])])
     return buffer.getvalue()
+
+
+def image_counts(identities: list[str], samples: list[Sample]) -> list[int]:
+    return np.bincount([s.label for s in samples], minlength=len(identities)).tolist()
 
 
 def crop_bytes(sample: Sample) -> bytes:
@@ -175,24 +179,33 @@ def pack(label: float | list[float], payload: bytes = b"", record_id: int = 0) -
 def write_recordio(folder: Path, identities: list[str], samples: list[Sample], quality: int):
     """train.rec, train.idx (`key<TAB>offset` per record, in writing order), property and
     labels.csv into `folder`, which must be new and empty (the caller renames it into place)."""
-    n, classes = len(samples), len(identities)
+    labels = [sample.label for sample in samples]
+    write_labelled_recordio(folder, identities, zip(labels, jpegs(samples, quality), strict=True))
+
+
+def write_labelled_recordio(
+    folder: Path, identities: list[str], images: Iterable[tuple[int, bytes]]
+) -> None:
+    """The RecordIO export of `images`, (label, JPEG) pairs grouped by label in label order,
+    into the new folder `folder`."""
+    classes, first, counts = len(identities), {}, [0] * len(identities)
     with open(folder / "train.rec", "wb") as rec, open(folder / "train.idx", "w") as idx:
 
         def write(key: int, data: bytes) -> None:
             idx.write(f"{key}\t{rec.tell()}\n")
             rec.write(record_bytes(data))
 
-        first = {}
-        encoded = zip(samples, jpegs(samples, quality), strict=True)
-        for key, (sample, jpeg) in enumerate(encoded, start=1):
-            first.setdefault(sample.label, key)
-            write(key, pack(float(sample.label), jpeg, key))
-        bounds = [first[label] for label in range(classes)] + [n + 1]
+        n = 0
+        for n, (label, jpeg) in enumerate(images, start=1):
+            first.setdefault(label, n)
+            counts[label] += 1
+            write(n, pack(float(label), jpeg, n))
+        bounds = [first.get(label, n + 1) for label in range(classes)] + [n + 1]
         for label in range(classes):
             write(n + 1 + label, pack([float(bounds[label]), float(bounds[label + 1])]))
         write(0, pack([float(n + 1), float(n + 1 + classes)]))  # last, as insightface's tool
     (folder / "property").write_text(f"{classes},{IMAGE_SIZE},{IMAGE_SIZE}\n")
-    (folder / "labels.csv").write_text(labels_csv(identities, samples))
+    (folder / "labels.csv").write_text(labels_csv(identities, counts))
 
 
 # --- WebDataset --------------------------------------------------------------------------------
@@ -241,7 +254,7 @@ def write_webdataset(
         shards.append({"url": name, "nsamples": len(chunk)})
     index = {"wids_version": 1, "name": "digi2real", "shardlist": shards}
     (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-    (folder / "labels.csv").write_text(labels_csv(identities, samples))
+    (folder / "labels.csv").write_text(labels_csv(identities, image_counts(identities, samples)))
 
 
 # --- ImageFolder ---------------------------------------------------------------------------------
@@ -261,4 +274,4 @@ def write_imagefolder(folder: Path, identities: list[str], samples: list[Sample]
     for sample in samples:
         target = folder / imagefolder_name(sample.label, sample.identity, len(identities))
         (target / f"{sample.image_index}{Path(sample.crop).suffix}").write_bytes(crop_bytes(sample))
-    (folder / "labels.csv").write_text(labels_csv(identities, samples))
+    (folder / "labels.csv").write_text(labels_csv(identities, image_counts(identities, samples)))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
-import signal
 import threading
 import time
 
@@ -45,34 +44,6 @@ from digi2real.shard_store import (
 )
 from digi2real.status import Status
 from digi2real.testing import Faults
-
-
-class StopFlag:
-    """Set by SIGTERM (SLURM's warning before a kill or a preemption) and SIGINT while the
-    block it guards runs; the handlers before it are back once the block ends."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.stopped = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopFlag:
-        for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *_exception) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    def _handle(self, signum, _frame) -> None:
-        log.warning("received %s: stopping after the current step", signal.Signals(signum).name)
-        self.stopped = True
-
-    def __call__(self) -> bool:
-        return self.stopped
 
 
 def settings_key(

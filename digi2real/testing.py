@@ -72,3 +72,31 @@ class Faults:
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()
                 raise RuntimeError(f"shard {self.shard}: one failure injected")
+
+
+class TrainingFaults:
+    """The training's faults: DIGI2REAL_TRAIN_KILL_AFTER_STEPS (SIGKILL once that many steps
+    are done) and DIGI2REAL_TRAIN_TERM_AFTER_STEPS (SIGTERM to itself then, as SLURM sends
+    before a time limit); with DIGI2REAL_TRAIN_FAULT_ONCE_DIR, only a run that finds no marker
+    there is hit, leaving one (the retry then runs through)."""
+
+    def __init__(self) -> None:
+        self.kill_after = int(os.environ.get("DIGI2REAL_TRAIN_KILL_AFTER_STEPS", "0") or 0)
+        self.term_after = int(os.environ.get("DIGI2REAL_TRAIN_TERM_AFTER_STEPS", "0") or 0)
+        self.once_dir = os.environ.get("DIGI2REAL_TRAIN_FAULT_ONCE_DIR")
+
+    def _first_time(self) -> bool:
+        if not self.once_dir:
+            return True
+        marker = Path(self.once_dir) / f"train-fault-{os.environ.get('RANK', '0')}"
+        if marker.exists():
+            return False
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        return True
+
+    def step_done(self, step: int) -> None:
+        if self.kill_after and step == self.kill_after and self._first_time():
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.term_after and step == self.term_after and self._first_time():
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -582,7 +582,7 @@ def test_the_stop_flag_restores_the_signal_handlers_it_replaced():
     import signal
     import time
 
-    from digi2real.shard_generation import StopFlag
+    from digi2real.progress import StopFlag
 
     def mine(signum, frame):
         pass

@@ -16,6 +16,7 @@ from pathlib import Path
 from digi2real.demo.faces import (
     ARCFACE_TEMPLATE,
     KEYPOINT_FRACTIONS,
+    build_demo_benchmark,
     build_demo_data,
     draw_face,
     draw_ffhq_face,
@@ -43,6 +44,7 @@ __all__ = [
     "TINY_HIDDEN_SIZE",
     "_build_encoder",  # tests build the encoder directly to compare it with the saved one
     "build_demo_assets",
+    "build_demo_benchmark",
     "build_demo_data",
     "build_tiny_models",
     "draw_face",
@@ -71,6 +73,7 @@ def build_demo_assets(
         n_ffhq=n_ffhq,
         seed=seed,
     )
+    build_demo_benchmark(root / "benchmarks" / "demo.bin", seed=seed)
     build_tiny_models(root / "models", seed=seed)
 
 

@@ -539,3 +539,32 @@ def build_demo_data(
         folder = root / "ffhq" / "thumbnails128x128" / f"{index // 1000 * 1000:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         draw_ffhq_face(index, seed=seed).save(folder / f"{index:05d}.png")
+
+
+# The demo's verification file: identities held out of every demo selection (DigiFace-like
+# subjects 1000 on), so that no trained identity is in its pairs.
+BENCHMARK_IDENTITIES = range(1000, 1020)
+
+
+def build_demo_benchmark(path: Path, *, seed: int = 0) -> None:
+    """A verification file in insightface's format (digi2real/verification.py): 40 pairs of
+    112x112 JPEG faces of held-out identities, alternately the same identity (two of its
+    images) and two identities, so each of the 10 folds holds both kinds."""
+    import io
+
+    from digi2real.verification import write_bin
+
+    def jpeg(identity: int, image_index: int) -> bytes:
+        buffer = io.BytesIO()
+        draw_face(identity, image_index, seed=seed).save(buffer, format="JPEG", quality=95)
+        return buffer.getvalue()
+
+    identities = list(BENCHMARK_IDENTITIES)
+    images, issame = [], []
+    for k, identity in enumerate(identities):
+        other = identities[(k + 1) % len(identities)]
+        images += [jpeg(identity, 0), jpeg(identity, 1)]  # the same identity
+        images += [jpeg(identity, 2), jpeg(other, 3)]  # two identities
+        issame += [True, False]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bin(path, images, issame)

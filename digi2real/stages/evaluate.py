@@ -4,7 +4,9 @@ Over the passed images: identity consistency, uniqueness, verification on the se
 leakage against every real face the run embedded (FFHQ, and the gallery where one is set),
 head-pose diversity, and the yield from the inputs to the dataset. The same leakage and
 uniqueness for the DigiFace prototypes the plan started from, so a leak can be traced to the
-generator or to the rendered identity.
+generator or to the rendered identity. With the faces of the benchmarks a trained recognizer is
+tested on, the same leakage search in them, reported apart, and the identities it flags listed
+in BENCHMARK_LEAKS for training to leave out (train.exclude_benchmark_leaks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from digi2real.stages import Argument
 CONFIG_KEYS = ["seed", "evaluation"]
 # evaluation/<table>.parquet, documented in docs/file-contracts.md
 TABLES = ("images", "identities", "pairs", "sources", "source_pairs")
+# evaluation/benchmark_leaks.csv: the identities flagged against a benchmark face, one row each
+# with its nearest one. Written on every run, header only without benchmarks, so the rule can
+# always declare it (docs/file-contracts.md).
+BENCHMARK_LEAKS = "benchmark_leaks.csv"
+BENCHMARK_LEAK_COLUMNS = ("identity", "benchmark", "image", "cosine")
 # What the figures rest on; the report repeats it beside them.
 RECOGNIZER_NOTE = {
     False: "Measured with the generator's own ArcFace (models.arcface): the generator was "
@@ -41,9 +48,15 @@ ARGUMENTS = (
     Argument(
         "--gallery", "embeddings/gallery.h5, more real faces", dest="gallery_path", default=None
     ),
+    Argument(
+        "--benchmarks",
+        "embeddings/benchmarks.h5, the benchmark faces (embed_benchmarks)",
+        dest="benchmarks_path",
+        default=None,
+    ),
     Argument("--plans", "plan files, in shard order", dest="plan_paths", nargs="+"),
     Argument("--out", "evaluation.json to write"),
-    Argument("--tables", "folder of the evaluation's tables"),
+    Argument("--tables", f"folder of the evaluation's tables and {BENCHMARK_LEAKS}"),
 )
 
 
@@ -57,13 +70,16 @@ def run(
     out: Path,
     tables: Path,
     gallery_path: Path | None = None,
+    benchmarks_path: Path | None = None,
 ) -> dict:
-    """The certificate into `out` (JSON) and its tables into the folder `tables`.
+    """The certificate into `out` (JSON) and its tables and BENCHMARK_LEAKS into the folder
+    `tables`.
 
     Every embedding compared is of one model: `generated_paths` (the aggregated
-    embeddings/generated.h5, or one file per shard), `digiface_path`, `ffhq_path` and
-    `gallery_path` are the generator's ArcFace's, or all evaluation.recognizer's. The plans say
-    which identities were planned; the manifest which images passed."""
+    embeddings/generated.h5, or one file per shard), `digiface_path`, `ffhq_path`,
+    `gallery_path` and `benchmarks_path` are the generator's ArcFace's, or all
+    evaluation.recognizer's. The plans say which identities were planned; the manifest which
+    images passed."""
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -96,8 +112,13 @@ def run(
     digiface = read_embeddings(digiface_path, embeddings=False)
     real_files = [ffhq_path] + ([gallery_path] if gallery_path else [])
     statuses = {path: read_embeddings(path, embeddings=False) for path in real_files}
+    if benchmarks_path:
+        statuses[benchmarks_path] = read_embeddings(benchmarks_path, embeddings=False)
     check_one_space(digiface_path, digiface, statuses)
     gallery = Gallery(*read_real_faces(real_files))
+    # The benchmark faces, a gallery of their own: their leaks are reported apart from the
+    # real faces', whose figures stay comparable with runs that have no benchmarks.
+    benchmarks = Gallery(*read_real_faces([benchmarks_path])) if benchmarks_path else None
 
     # 2. The sources: every identity with a prototype, planned or dropped by the plan's gates
     # (an identity with too few usable source images has none), in the embeddings compared.
@@ -111,7 +132,7 @@ def run(
     if config["evaluation"]["recognizer"] is not None:  # the same prototypes, in its space
         prototypes = streamed_prototypes(digiface_path, digiface, names)
     sources, source_table, source_pairs = evaluate_sources(
-        names, prototypes, has_prototype, gallery, settings
+        names, prototypes, has_prototype, gallery, settings, benchmarks
     )
     source_table = _with_skipped(source_table, names, status, reasons)
     first_ok: dict[str, str] = {}
@@ -139,6 +160,8 @@ def run(
         "settings": dict(settings.__dict__),
         "status": COMPUTED,
     }
+    if benchmarks is not None:
+        summary["benchmarks"] = faces_per_benchmark(benchmarks.label)
     if not labels:
         summary["status"] = NOT_COMPUTED
         images = identities = pairs = None
@@ -149,10 +172,14 @@ def run(
         passed_embedding = np.concatenate(embedding)
         del embedding
         generated_summary, images, identities, pairs = evaluate_generated(
-            labels, passed_embedding, angles, gallery, settings
+            labels, passed_embedding, angles, gallery, settings, benchmarks
         )
         images["image_index"] = np.concatenate(image_index).tolist()
         summary["generated"] = generated_summary
+    leaks = benchmark_leak_rows(identities) if benchmarks is not None and identities else []
+    found = (summary.get("generated") or {}).get("benchmark_leakage")
+    if found is not None:
+        found["by_benchmark"] = flagged_per_benchmark(leaks, summary["benchmarks"])
     summary["sources"] = sources
     inputs = {"digiface": digiface, "ffhq": statuses[ffhq_path]}
     if gallery_path:
@@ -171,8 +198,62 @@ def run(
     }
     for name in TABLES:
         write_evaluation_table(tables / f"{name}.parquet", columns_of[name] or empty)
+    write_benchmark_leaks(tables / BENCHMARK_LEAKS, leaks)
     write_evaluation(out, summary)
     return summary
+
+
+def faces_per_benchmark(labels: list[str]) -> dict[str, int]:
+    """How many benchmark faces each verification file gave (its `ok` ones), by bin name."""
+    from collections import Counter
+
+    from digi2real.stages.embed_benchmarks import benchmark_face
+
+    return dict(sorted(Counter(benchmark_face(label)[0] for label in labels).items()))
+
+
+def benchmark_leak_rows(identities: dict) -> list[tuple[str, str, int, float]]:
+    """(identity, benchmark, image, cosine) of each identity the leakage search in the
+    benchmark faces flagged, its nearest benchmark face, sorted by identity."""
+    from digi2real.stages.embed_benchmarks import benchmark_face
+
+    rows = []
+    for name, hit, label, cosine in zip(
+        identities["identity"],
+        identities["benchmark_leak"],
+        identities["nearest_benchmark"],
+        identities["nearest_benchmark_cos"],
+        strict=True,
+    ):
+        if hit:
+            rows.append((name, *benchmark_face(label), float(cosine)))
+    return sorted(rows)
+
+
+def flagged_per_benchmark(
+    rows: list[tuple[str, str, int, float]], faces: dict[str, int]
+) -> dict[str, dict[str, int]]:
+    """Per verification file: its faces, and the identities whose nearest benchmark face is
+    one of them and flagged."""
+    flagged = {name: 0 for name in faces}
+    for _, benchmark, _, _ in rows:
+        flagged[benchmark] = flagged.get(benchmark, 0) + 1
+    return {name: {"faces": faces.get(name, 0), "flagged": n} for name, n in flagged.items()}
+
+
+def write_benchmark_leaks(path: Path, rows: list[tuple[str, str, int, float]]) -> None:
+    """BENCHMARK_LEAKS: the header, then `rows` (benchmark_leak_rows); header only without."""
+    import csv
+    import io
+
+    from digi2real.atomic import atomic_path
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(BENCHMARK_LEAK_COLUMNS)
+    writer.writerows((name, bench, image, f"{cosine:.6f}") for name, bench, image, cosine in rows)
+    with atomic_path(path) as temporary:
+        temporary.write_text(buffer.getvalue())
 
 
 def read_passed_embeddings(manifest_path: Path, manifest, generated_paths: list[Path]):

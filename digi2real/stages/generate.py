@@ -39,7 +39,7 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     import torch
 
     from digi2real import faces, formats, generation, models, shard_generation, shard_store
-    from digi2real.progress import log
+    from digi2real.progress import StopFlag, log
     from digi2real.testing import Faults
 
     # 1. Inputs and settings, checked before any model loads; what a killed job left half
@@ -65,7 +65,7 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     checked: dict = {}
     failures: dict[int, str] = {}
     keys: list[str] = []
-    with shard_generation.StopFlag() as stop:
+    with StopFlag() as stop:
         # 2. Generate the images with no stored bytes of their key (new, or made with other
         # settings); each batch is stored and checked in the background while the next one
         # is generated.

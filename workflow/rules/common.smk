@@ -108,17 +108,22 @@ def results(path):
     return f"{RESULTS}/{path}"
 
 
-def job_log(rule, wildcards=""):
+def job_log(rule, wildcards="", run=""):
     """The log of a job of `rule`: results/logs/<rule>.log, or results/logs/<rule>/<wildcards>.log
-    for a rule with wildcards (`wildcards` their pattern, e.g. "{dataset}/{shard}")."""
-    return results(f"logs/{rule}/{wildcards}.log" if wildcards else f"logs/{rule}.log")
+    for a rule with wildcards (`wildcards` their pattern, e.g. "{dataset}/{shard}"); a sub-run's
+    (`run`, the pattern of its prefix, e.g. "{run}") under its own folder."""
+    return results(
+        f"{run}logs/{rule}/{wildcards}.log" if wildcards else f"{run}logs/{rule}.log"
+    )
 
 
-def job_benchmark(rule, wildcards=""):
+def job_benchmark(rule, wildcards="", run=""):
     """The benchmark file of a job of `rule`, under results/benchmarks/ as job_log's log under
     results/logs/: the card sums these by rule (its first path part)."""
     return results(
-        f"benchmarks/{rule}/{wildcards}.tsv" if wildcards else f"benchmarks/{rule}.tsv"
+        f"{run}benchmarks/{rule}/{wildcards}.tsv"
+        if wildcards
+        else f"{run}benchmarks/{rule}.tsv"
     )
 
 
@@ -300,3 +305,108 @@ def compared_embeddings(wildcards):
             [results(f"{space}/gallery.h5")] if config["gallery"]["root"] else []
         ),
     }
+
+
+# --- Training and benchmark (workflow/rules/train.smk) -----------------------------------------
+
+# The sub-runs trained: the run's own dataset (prefix ""), and the DigiFace baseline's; those
+# benchmarked besides: the backbones of benchmark.checkpoints.
+TRAINED_RUNS = [""] + (
+    [f"baseline/{config['train']['baseline']}/"] if config["train"]["baseline"] else []
+)
+BENCHMARKED_RUNS = TRAINED_RUNS + [
+    f"checkpoints/{name}/" for name in config["benchmark"]["checkpoints"]
+]
+
+
+def training_export(wildcards):
+    """The export a sub-run trains on: the run's own (train.data's format), or the baseline's
+    RecordIO of the DigiFace sources."""
+    if wildcards.run == "":
+        return results(f"export/{config['train']['data']}")
+    return results(f"{wildcards.run}export/recordio")
+
+
+def benchmark_files(wildcards):
+    """The verification files (the demo's, its sign that it built them): a changed file
+    re-embeds, retrains (its accuracies are logged) and re-benchmarks."""
+    files = []
+    for path in config["benchmark"]["bins"].values():
+        if built_by_the_demo(config, Path(path).expanduser()):
+            files += demo_assets(wildcards)
+        else:
+            files.append(path)
+    return list(dict.fromkeys(files))
+
+
+def training_leaks(wildcards):
+    """The identities the certificate flags as benchmark leaks, left out of the run's own
+    training with train.exclude_benchmark_leaks; the baseline trains on every source."""
+    if (
+        wildcards.run == ""
+        and config["train"]["exclude_benchmark_leaks"]
+        and config["benchmark"]["bins"]
+    ):
+        return results("evaluation/benchmark_leaks.csv")
+    return []
+
+
+def trained_backbone(wildcards):
+    if wildcards.run.startswith("checkpoints/"):
+        name = wildcards.run.split("/")[1]
+        return config["benchmark"]["checkpoints"][name]["path"]
+    return results(f"{wildcards.run}train/backbone.pt")
+
+
+def backbone_network(wildcards):
+    if wildcards.run.startswith("checkpoints/"):
+        name = wildcards.run.split("/")[1]
+        return config["benchmark"]["checkpoints"][name]["network"]
+    return config["train"]["network"]
+
+
+def training_threads():
+    """A process per GPU with train.loader_workers loader processes each; on the CPU,
+    train.cpu_threads computing beside the loaders."""
+    train = config["train"]
+    if train["gpus"] == 0:
+        return train["cpu_threads"] + train["loader_workers"]
+    return train["gpus"] * (1 + train["loader_workers"])
+
+
+def training_launcher():
+    """torchrun with a process per GPU for more than one GPU; else Python itself, whose
+    SIGTERM handler then sees SLURM's signal directly."""
+    gpus = config["train"]["gpus"]
+    if gpus > 1:
+        return f"torchrun --standalone --nproc-per-node {gpus}"
+    return "python"
+
+
+def training_runtime(wildcards, attempt):
+    """Minutes for a training job: every planned image of every epoch (or train.max_steps'
+    batches) at train.images_per_second per GPU, 1.5 times over, plus 20 for start-up and the
+    evaluations; the same on a retry, which resumes from the checkpoint."""
+    train = config["train"]
+    gpus = max(1, train["gpus"])
+    images = (
+        INPUT_COUNTS["digiface"]
+        * config["plan"]["images_per_identity"]
+        * train["epochs"]
+    )
+    if train["max_steps"] is not None:
+        images = min(images, train["max_steps"] * train["batch_size"] * gpus)
+    return round(20 + 1.5 * images / (train["images_per_second"] * gpus) / 60)
+
+
+def benchmark_embeddings(wildcards):
+    """The faces of benchmark.bins embedded in the space `evaluate` compares in (as in
+    compared_embeddings), its input when a recognizer is trained and tested on them: the
+    certificate then searches them for leaks too. Nothing otherwise, so that a run without
+    training embeds no benchmark and evaluates as before."""
+    if not (config["train"]["enabled"] and config["benchmark"]["bins"]):
+        return []
+    space = (
+        "evaluation/embeddings" if config["evaluation"]["recognizer"] else "embeddings"
+    )
+    return [results(f"{space}/benchmarks.h5")]

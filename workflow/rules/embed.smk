@@ -40,3 +40,28 @@ rule merge_embeddings:
     shell:
         "python -m digi2real merge-embeddings --index {input.index} --out {output}"
         " {input.shards} > {log} 2>&1"
+
+
+# The faces of benchmark.bins (aligned 112x112 crops), embedded in the space `evaluate`
+# compares in (the wildcard `space`), so that its leakage search covers them.
+rule embed_benchmarks:
+    input:
+        benchmark_files,
+    output:
+        results("{space}/benchmarks.h5"),
+    log:
+        job_log("embed_benchmarks", "{space}"),
+    benchmark:
+        job_benchmark("embed_benchmarks", "{space}")
+    conda:
+        "../../envs/cpu.yaml"
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=lambda wildcards: settings_json(
+            "embed_benchmarks", recognizer=recognizer_of_space(wildcards)
+        ),
+        recognizer=recognizer_of_space,
+    shell:
+        "python -m digi2real embed-benchmarks --config {params.config:q}"
+        " --recognizer {params.recognizer} --out {output} > {log} 2>&1"

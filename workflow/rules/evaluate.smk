@@ -22,6 +22,8 @@ rule evaluate:
     input:
         # The embeddings of one model: the generator's ArcFace, or evaluation.recognizer's.
         unpack(compared_embeddings),
+        # The benchmark faces, in the same space, when a recognizer is trained and tested.
+        benchmarks=benchmark_embeddings,
         manifest=results("manifest.parquet"),
         plans=expand(results("plan/{shard}.h5"), shard=GENERATION_SHARDS),
     output:
@@ -29,6 +31,9 @@ rule evaluate:
         tables=expand(
             results("evaluation/{table}.parquet"), table=stage("evaluate").TABLES
         ),
+        # Written beside the tables on every run (header only without benchmarks), so that it
+        # can be declared whether or not there are benchmarks; train reads it.
+        benchmark_leaks=results(f"evaluation/{stage('evaluate').BENCHMARK_LEAKS}"),
     log:
         job_log("evaluate"),
     benchmark:
@@ -46,8 +51,12 @@ rule evaluate:
         gallery=lambda wildcards, input: (
             f"--gallery {input.gallery}" if input.gallery else ""
         ),
+        benchmarks=lambda wildcards, input: (
+            f"--benchmarks {input.benchmarks}" if input.benchmarks else ""
+        ),
     shell:
         "python -m digi2real evaluate --config {params.config:q} --manifest {input.manifest}"
         " --generated {input.generated} --digiface {input.digiface} --ffhq {input.ffhq}"
-        " {params.gallery} --plans {input.plans} --out {output.evaluation}"
+        " {params.gallery} {params.benchmarks} --plans {input.plans}"
+        " --out {output.evaluation}"
         " --tables {params.tables} > {log} 2>&1"

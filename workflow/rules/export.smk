@@ -59,3 +59,25 @@ rule export_imagefolder:
     shell:
         "python -m digi2real export-imagefolder --config {params.config:q} --results {params.results}"
         " --manifest {input} --out {output} > {log} 2>&1"
+
+
+# train.baseline: digiface's training set, the same identities' DigiFace sources.
+rule export_digiface:
+    input:
+        index=results("index/digiface.parquet"),
+        manifest=results("manifest.parquet"),
+    output:
+        directory(results("baseline/digiface/export/recordio")),
+    log:
+        job_log("export_digiface", run="baseline/digiface/"),
+    benchmark:
+        job_benchmark("export_digiface", run="baseline/digiface/")
+    conda:
+        "../../envs/cpu.yaml"
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings_json("export_digiface"),
+    shell:
+        "python -m digi2real export-digiface --config {params.config:q} --index {input.index}"
+        " --manifest {input.manifest} --out {output} > {log} 2>&1"
