@@ -43,9 +43,6 @@ rule all:
         results("manifest.parquet"),
         rules.report.output,
         rules.card.output,
+        # With train.enabled: the recognizers trained, benchmarked and reported on.
+        rules.report_training.output if config["train"]["enabled"] else [],
         expand(results("export/{format}"), format=config["export"]["formats"]),
-        # With train.enabled: the recognizers trained and benchmarked.
-        expand(
-            results("{run}benchmark.json"),
-            run=BENCHMARKED_RUNS if config["train"]["enabled"] else [],
-        ),

@@ -450,3 +450,66 @@ def image_rows(sections: list[Section], path: Path, empty: str) -> None:
     grid = draw_grid(sections, empty)
     with atomic_path(path) as temporary:
         grid.save(temporary, format="PNG")
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def curve(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """Steps and values of `key` over a metrics.jsonl's records (its logging intervals')."""
+    points = [(r["step"], float(r[key])) for r in records if r.get(key) is not None]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def accuracy_curve(records: list[dict], benchmark: str) -> tuple[list[int], list[float]]:
+    """Steps and accuracies (%) of `benchmark` over a metrics.jsonl's evaluations."""
+    points = [
+        (r["step"], 100 * float(r["verification"][benchmark]))
+        for r in records
+        if benchmark in (r.get("verification") or {})
+    ]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def training_panels(curves: dict[str, list[dict]], benchmarks: list[str]) -> list[str]:
+    """The panels of training_curves_plot: loss, learning rate, then each benchmark some sub-run
+    evaluated during training, in the order given."""
+    logged = [b for b in benchmarks if any(accuracy_curve(r, b)[0] for r in curves.values())]
+    return ["loss", "lr", *logged]
+
+
+def draw_training_curves(curves: dict[str, list[dict]], benchmarks: list[str]):
+    """The figure of training_curves_plot."""
+    plt = _figure()
+    panels = training_panels(curves, benchmarks)
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    titles = {"loss": "training loss", "lr": "learning rate"}
+    for plot, panel in zip(axes.flat, panels, strict=False):
+        drawn = False
+        for name, records in curves.items():
+            if panel in titles:
+                steps, values = curve(records, panel)
+            else:
+                steps, values = accuracy_curve(records, panel)
+            if steps:
+                # Markers: a short run logs a handful of points, an evaluation one per epoch.
+                plot.plot(steps, values, marker="o", markersize=3, label=name)
+                drawn = True
+        if not drawn:
+            _no_data(plot, "nothing logged")
+        plot.set_title(titles.get(panel, f"{panel} accuracy (%)"))
+        plot.set_xlabel("step")
+        if drawn:
+            plot.legend(fontsize=8)
+    for plot in list(axes.flat)[len(panels) :]:
+        plot.set_visible(False)
+    figure.tight_layout()
+    return figure
+
+
+def training_curves_plot(curves: dict[str, list[dict]], benchmarks: list[str], path: Path) -> None:
+    """Loss and learning rate against step, and each benchmark's accuracy against step, one
+    line per trained sub-run (`curves`: its name to its metrics.jsonl records)."""
+    _save(draw_training_curves(curves, benchmarks), path)

@@ -51,7 +51,31 @@ def preflight(config: Config, folders: layout.InputFolders | None = None) -> lis
     ):
         found = len(folders.gallery())
         said.append(f"gallery: all {found} images under {folders.root('gallery')}")
+    _check_training(config)
     return said
+
+
+def _check_training(config: Config) -> None:
+    """The training's and the benchmark's inputs, before any job runs: the export it reads is
+    made, and every verification file, checkpoint and IJB meta file is there."""
+    train, benchmark = config["train"], config["benchmark"]
+    if train["enabled"] and train["data"] not in config["export"]["formats"]:
+        raise ConfigError(
+            f"config key train.data: {train['data']}, but export.formats "
+            f"{config['export']['formats']} does not make it"
+        )
+    files = {f"benchmark.bins.{name}": path for name, path in benchmark["bins"].items()}
+    for name, checkpoint in benchmark["checkpoints"].items():
+        files[f"benchmark.checkpoints.{name}.path"] = checkpoint["path"]
+    if benchmark["ijb"] is not None:
+        target, root = benchmark["ijb"]["target"], benchmark["ijb"]["root"]
+        for meta in ("face_tid_mid", "template_pair_label", "name_5pts_score"):
+            name = f"{target.lower()}_{meta}.txt"
+            files[f"benchmark.ijb.root (meta/{name})"] = str(Path(root) / "meta" / name)
+    for key, value in files.items():
+        path = Path(value).expanduser()
+        if not built_by_the_demo(config, path) and not path.is_file():
+            raise ConfigError(f"config key {key}: {path} is not a file")
 
 
 def _check_selection(selection: dict, root: Path, available: dict[str, str]) -> str:

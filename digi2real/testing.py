@@ -9,11 +9,12 @@ archive half written) and DIGI2REAL_WAIT_AFTER_BATCHES (after that many batches 
 for a stop request before the next: a test then signals the job at a known point; with
 DIGI2REAL_WAIT_ONCE_DIR, only a shard's first job waits, leaving a marker there); and, for the
 benchmarks, DIGI2REAL_FORCE_DETECTIONS=1 (a face pipeline takes the template's five points where
-its detector finds no face). Nothing else reads them.
+its detector finds no face); and the training's, TrainingFaults. Nothing else reads them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -78,9 +79,10 @@ class TrainingFaults:
     """The training's faults: DIGI2REAL_TRAIN_KILL_AFTER_STEPS (SIGKILL once that many steps
     are done) and DIGI2REAL_TRAIN_TERM_AFTER_STEPS (SIGTERM to itself then, as SLURM sends
     before a time limit); with DIGI2REAL_TRAIN_FAULT_ONCE_DIR, only a run that finds no marker
-    there is hit, leaving one (the retry then runs through)."""
+    there is hit, leaving one for its work folder (the retry then runs through)."""
 
-    def __init__(self) -> None:
+    def __init__(self, work: Path) -> None:
+        self.work = work
         self.kill_after = int(os.environ.get("DIGI2REAL_TRAIN_KILL_AFTER_STEPS", "0") or 0)
         self.term_after = int(os.environ.get("DIGI2REAL_TRAIN_TERM_AFTER_STEPS", "0") or 0)
         self.once_dir = os.environ.get("DIGI2REAL_TRAIN_FAULT_ONCE_DIR")
@@ -88,7 +90,8 @@ class TrainingFaults:
     def _first_time(self) -> bool:
         if not self.once_dir:
             return True
-        marker = Path(self.once_dir) / f"train-fault-{os.environ.get('RANK', '0')}"
+        job = hashlib.sha256(str(self.work.absolute()).encode()).hexdigest()[:16]
+        marker = Path(self.once_dir) / f"train-{job}-{os.environ.get('RANK', '0')}"
         if marker.exists():
             return False
         marker.parent.mkdir(parents=True, exist_ok=True)

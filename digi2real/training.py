@@ -261,7 +261,9 @@ def train(
             log.info("train: resumed at step %d of %d from %s", step, total, checkpoint_path)
         else:
             log.warning("train: %s is of other settings or data: starting over", checkpoint_path)
-    metrics = MetricsLog(work / METRICS, step, writes=rank == 0)
+    # A fresh start keeps no line of an earlier run's log (of other settings, or killed before
+    # its first checkpoint).
+    metrics = MetricsLog(work / METRICS, step if step > 0 else -1, writes=rank == 0)
     if step == 0:
         metrics.write(
             {
@@ -303,7 +305,11 @@ def train(
 
     # 4. The steps, epoch by epoch, from where the checkpoint left off.
     dataset = TrainingImages(data.records, data.classes, settings.seed, settings.flip)
-    faults = testing.TrainingFaults()
+    faults = testing.TrainingFaults(work)
+    if step == 0:
+        # The untrained network's accuracy: what the training's is to be read against (on a
+        # benchmark whose identities differ in colour, as the demo's, it is far from chance).
+        evaluation(0)
     model.train()
     last_checkpoint = time.monotonic()
     while step < total:
@@ -332,14 +338,15 @@ def train(
             lr = optimizer.param_groups[0]["lr"]  # this step's, before the schedule moves on
             scheduler.step()
             step += 1
-            interval["loss"] += float(loss.detach())
+            # Summed on the device: a float() each step would wait for the GPU every step.
+            interval["loss"] = interval["loss"] + loss.detach()
             interval["steps"] += 1
             if step % settings.log_every_steps == 0 or step == total:
                 elapsed = time.monotonic() - interval["start"]
                 record = {
                     "step": step,
                     "epoch": epoch,
-                    "loss": interval["loss"] / interval["steps"],
+                    "loss": float(interval["loss"]) / interval["steps"],
                     "lr": lr,
                     "images_per_second": interval["steps"] * settings.batch_size * world / elapsed,
                     "data_wait_share": interval["wait"] / elapsed,
@@ -350,6 +357,9 @@ def train(
                     step, total, epoch, record["loss"], record["lr"], record["images_per_second"],
                 )  # fmt: skip
                 interval = {"loss": 0.0, "steps": 0, "wait": 0.0, "start": time.monotonic()}
+            if step % plan.steps == 0 or step == total:
+                # Before the stop check: a run stopped at an epoch's end has its evaluation.
+                evaluation(epoch)
             due = time.monotonic() - last_checkpoint >= settings.checkpoint_minutes * 60
             stopping, due = _any_rank(device, stop(), due)
             if stopping or due:
@@ -360,8 +370,6 @@ def train(
                 return None
             faults.step_done(step)
             fetched = time.monotonic()
-        if step % plan.steps == 0 or step == total:
-            evaluation(epoch)
 
     # 5. The final checkpoint (a rerun of a finished run only writes the outputs again).
     save_checkpoint()

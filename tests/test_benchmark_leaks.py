@@ -419,6 +419,6 @@ def test_evaluate_searches_the_benchmarks_only_when_a_recognizer_is_trained(tmp_
     assert "digi2real embed-benchmarks" in trained
     assert "--benchmarks results/embeddings/benchmarks.h5" in trained
     assert "--leaks results/evaluation/benchmark_leaks.csv" in trained
-    untrained = dry_run(tmp_path / "untrained", demo_root, **bins)
+    untrained = dry_run(tmp_path / "untrained", demo_root, **bins, **{"train.enabled": False})
     assert "embed-benchmarks" not in untrained and "--benchmarks" not in untrained
     assert "results/evaluation/benchmark_leaks.csv" in untrained  # always an output

@@ -26,3 +26,24 @@ def test_generation_benchmark_measures_both_pipelines_on_the_cpu():
                  "peak host memory", "fastest:"):  # fmt: skip
         assert line in done.stdout, done.stdout
     assert "face models on ['CPUExecutionProvider']" in done.stdout
+
+
+def test_training_benchmark_measures_the_loader_and_training_on_the_cpu():
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts/benchmark_training.py"), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["training_images_per_second"] > 0 and figures["fed_images_per_second"] > 0
+    assert 0 <= figures["data_wait_share"] < 1
+    assert figures["loader_margin"] == pytest.approx(
+        figures["loader_images_per_second_per_worker"]
+        * figures["workers"]
+        / figures["training_images_per_second"]
+    )
+    for line in ("(a) loader, one worker", "(b) training alone", "(c) training with the loader",
+                 "loader margin", "peak host memory"):  # fmt: skip
+        assert line in done.stdout, done.stdout

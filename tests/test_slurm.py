@@ -43,8 +43,16 @@ REFUSED = 3  # local_slurm.sh's exit status where SLURM is installed but not by 
 pytestmark = pytest.mark.slurm
 
 # The demo (demo.yaml, 17 jobs, demo_assets included) with quick generation: a shard takes
-# about 10 s of job time instead of 30. Everything else is the demo's.
-FAST = {"generation.height": 64, "generation.width": 64, "generation.steps": 4}
+# about 10 s of job time instead of 30; and without its recognizer's training, whose stop and
+# retry tests/test_workflow.py runs locally (the same exit 143 and resume as a shard's here).
+# Everything else is the demo's.
+FAST = {
+    "generation.height": 64,
+    "generation.width": 64,
+    "generation.steps": 4,
+    "train.enabled": False,
+    "benchmark.bins": {},
+}
 SHARDS = ("0", "1")
 JOBS_OF_THE_DEMO = {
     ("demo_assets", ""),
@@ -686,6 +694,8 @@ def big_run(folder: Path) -> Path:
             "plan.identities_per_shard": 100,
             "plan.images_per_identity": 20,
             "export.formats": ["recordio", "webdataset"],  # a real run's (config.yaml)
+            "train.enabled": False,
+            "benchmark.bins": {},
         },
     )
     return folder

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,26 +168,19 @@ def training_config(folder: Path, **train) -> Path:
     return path
 
 
-def train_command(folder: Path, export: Path, processes: int = 1) -> list[str]:
-    launcher = [sys.executable, "-m"]
-    if processes > 1:
-        launcher = [
-            sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={processes}", "-m",
-        ]  # fmt: skip
+def train_command(folder: Path, export: Path) -> list[str]:
     return [
-        *launcher, "digi2real", "train", "--config", str(folder / "config.yaml"),
+        sys.executable, "-m", "digi2real", "train", "--config", str(folder / "config.yaml"),
         "--export", str(export), "--work", str(folder / "work"),
         "--backbone", str(folder / "backbone.pt"), "--metrics", str(folder / "metrics.jsonl"),
     ]  # fmt: skip
 
 
-def train(folder: Path, export: Path, processes: int = 1, **faults: str):
+def train(folder: Path, export: Path, **faults: str):
     env = {**os.environ, **faults, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        train_command(folder, export, processes), env=env, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
+        train_command(folder, export), env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -199,9 +193,13 @@ def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
     assert not different, f"{len(different)} tensors differ, first {different[:3]}"
 
 
-def metrics_steps(folder: Path) -> list[int]:
-    lines = (folder / "metrics.jsonl").read_text().splitlines()
+def metrics_steps_of(path: Path) -> list[int]:
+    lines = path.read_text().splitlines() if path.exists() else []
     return [json.loads(line)["step"] for line in lines if "loss" in json.loads(line)]
+
+
+def metrics_steps(folder: Path) -> list[int]:
+    return metrics_steps_of(folder / "metrics.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -267,24 +265,50 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, export, uninter
     assert_bitwise_equal(weights(tmp_path), weights(uninterrupted))
 
 
+def start_training(folder: Path, export: Path) -> subprocess.Popen:
+    """`digi2real train` as the workflow runs it, in a session of its own: with train.gpus 2
+    (on the CPU: gloo) it starts torchrun, which starts the two processes."""
+    return subprocess.Popen(
+        train_command(folder, export),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_step(folder: Path, step: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if step in metrics_steps_of(folder / "work/metrics.jsonl"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no step {step} in {folder}/work/metrics.jsonl")
+
+
 @pytest.mark.unit
 def test_two_gloo_processes_stopped_and_resumed_equal_uninterrupted(tmp_path, export):
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     for folder in (whole, stopped):
         folder.mkdir()
-        training_config(folder, checkpoint_minutes=1e-6)
-    result = train(whole, export, processes=2)
-    assert result.returncode == 0, result.stderr[-3000:]
-    # Each process signals itself after step 2, as SLURM signals every process of the job.
-    first = train(stopped, export, processes=2, DIGI2REAL_TRAIN_TERM_AFTER_STEPS="2")
-    assert first.returncode != 0
-    assert "stopped; the checkpoint" in first.stderr
-    second = train(stopped, export, processes=2)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed at step" in second.stderr
+        training_config(folder, checkpoint_minutes=1e-6, gpus=2)
+    result = start_training(whole, export)
+    _, stderr = result.communicate(timeout=600)
+    assert result.returncode == 0, stderr[-3000:]
+    # SIGTERM to every process of the job, as SLURM sends it before a time limit.
+    first = start_training(stopped, export)
+    wait_for_step(stopped, 2, first)
+    os.killpg(first.pid, signal.SIGTERM)
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 143, stderr[-3000:]
+    assert "stopped; the checkpoint" in stderr
+    second = start_training(stopped, export)
+    _, stderr = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr[-3000:]
+    assert "resumed at step" in stderr
     assert_bitwise_equal(weights(stopped), weights(whole))
     # two processes of 4 images: 3 steps an epoch, lr x0.1 from step 4 on, 2 epochs
-    lrs = [
-        json.loads(line).get("lr") for line in (whole / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [lr for lr in lrs if lr is not None] == pytest.approx([0.1] * 3 + [0.01] * 3)
+    records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records if "lr" in r] == pytest.approx([0.1] * 3 + [0.01] * 3)
+    assert records[0]["processes"] == 2

@@ -37,6 +37,10 @@ FAST = {
     # 9 are skipped; test_the_plans_gates_drop_exactly_the_planted_identities turns them on.
     "plan.max_prototype_similarity": None,
     "plan.max_real_similarity": None,
+    # demo.yaml trains a recognizer: here not, so that a rerun test's jobs are the dataset's;
+    # test_workflow's training test turns it on.
+    "train.enabled": False,
+    "benchmark.bins": {},
 }
 
 

@@ -1,6 +1,7 @@
 """Rule `train`: a face recognizer trained on the run's own export (digi2real/training.py), the
-backbone in arcface_torch's layout. One process on the CPU or one GPU; under torchrun, one
-process per GPU of the node (DDP). A SIGTERM checkpoints and exits 143; the retry resumes."""
+backbone in arcface_torch's layout. One process on the CPU or one GPU; with train.gpus > 1 it
+starts torchrun, which starts one process per GPU of the node (DDP). A SIGTERM checkpoints and
+exits 143; the retry resumes."""
 
 from __future__ import annotations
 
@@ -52,13 +53,18 @@ def run(
     settings = training.TrainSettings.from_config(config)
     train = config["train"]
 
-    # 1. The processes: under torchrun one per GPU (NCCL), or gloo's on the CPU; else one.
+    # 1. The processes: for several GPUs, torchrun starting this command once per GPU; under
+    # it, one per GPU (NCCL), or gloo's on the CPU; else one.
+    if train["gpus"] > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(train["gpus"])
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available() and train["gpus"] > 0
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
+    elif train["gpus"] > 0:
+        log.warning("train: train.gpus is %d but CUDA is not available: on the CPU", train["gpus"])
     if world > 1:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if world > 1 else 0
@@ -106,3 +112,41 @@ def run(
     if world > 1:
         dist.destroy_process_group()
     return 0
+
+
+def launch(processes: int) -> int:
+    """This command again under torchrun, one process per GPU, as a child: a SIGTERM (SLURM's,
+    to every process of the job) reaches torchrun, which passes it on to each process; they
+    checkpoint and exit 143. torchrun then reports a failure of its own (1): this process says
+    143 for it, as a single-GPU job does, once it was itself asked to stop."""
+    import contextlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from digi2real.progress import StopFlag, log
+
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={processes}", "-m", "digi2real", *sys.argv[1:],
+    ]  # fmt: skip
+    log.info("train: %s", " ".join(command))
+    child = subprocess.Popen(command)
+    asked: float | None = None
+    with StopFlag() as stop:
+        while child.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=1)
+            if stop() and asked is None:
+                asked = time.monotonic()
+            # SLURM and a terminal signal every process of the job at once; a signal sent to
+            # this one alone (kill PID) is passed on, once the processes had time to react.
+            if asked is not None and time.monotonic() - asked > 30 and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+                asked = float("inf")
+    if child.returncode != 0 and stop():
+        # Last in the log, after torchrun's report of its processes' exit 143.
+        log.warning("train: stopped after a checkpoint; the retry resumes from it")
+        return STOPPED
+    return child.returncode

@@ -374,13 +374,14 @@ def training_threads():
     return train["gpus"] * (1 + train["loader_workers"])
 
 
-def training_launcher():
-    """torchrun with a process per GPU for more than one GPU; else Python itself, whose
-    SIGTERM handler then sees SLURM's signal directly."""
-    gpus = config["train"]["gpus"]
-    if gpus > 1:
-        return f"torchrun --standalone --nproc-per-node {gpus}"
-    return "python"
+def training_memory(wildcards, attempt):
+    """MB of host memory for a training job: 8 GB per process (PyTorch and the CUDA context,
+    pinned batches; a CPU process training an IResNet-18 peaked at 1.4 GB, measured by
+    scripts/benchmark_training.py --tiny) and 1 GB per loader worker, doubled on a retry in
+    case the first attempt was killed for memory."""
+    train = config["train"]
+    processes = max(1, train["gpus"])
+    return (8000 + 1000 * train["loader_workers"]) * processes * attempt
 
 
 def training_runtime(wildcards, attempt):
@@ -410,3 +411,26 @@ def benchmark_embeddings(wildcards):
         "evaluation/embeddings" if config["evaluation"]["recognizer"] else "embeddings"
     )
     return [results(f"{space}/benchmarks.h5")]
+
+
+# --- The training's report page (workflow/rules/report.smk, rule report_training) -------------
+
+
+def benchmarked_results(wildcards):
+    """The benchmark.json of every sub-run: the table's rows."""
+    return [results(f"{run}benchmark.json") for run in BENCHMARKED_RUNS]
+
+
+def training_metrics(wildcards):
+    """The metrics.jsonl of every sub-run trained here: the curves."""
+    return [results(f"{run}train/metrics.jsonl") for run in TRAINED_RUNS]
+
+
+def generation_benchmarks(wildcards):
+    """The benchmark file of every generation shard: the generation's GPU-hours."""
+    return [job_benchmark("generate", str(shard)) for shard in GENERATION_SHARDS]
+
+
+def training_benchmarks(wildcards):
+    """The benchmark file of every training job: each trained sub-run's GPU-hours."""
+    return [job_benchmark("train", run=run) for run in TRAINED_RUNS]

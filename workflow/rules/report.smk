@@ -74,3 +74,45 @@ rule card:
         "python -m digi2real card --config {params.config:q} --results {params.results}"
         " --manifest {input.manifest} --models {input.models} --evaluation {input.evaluation}"
         " --out {output.card} --page {output.page} {input.benchmarks} > {log} 2>&1"
+
+
+rule report_training:
+    input:
+        # Every sub-run's benchmark and training log, and the jobs whose seconds it sums.
+        benchmarks=benchmarked_results,
+        metrics=training_metrics,
+        generation=generation_benchmarks,
+        training=training_benchmarks,
+    output:
+        page=report(
+            results("report/training.html"),
+            caption="../report/training.rst",
+            category="3. Training",
+        ),
+        curves=report(
+            results("report/training_curves.png"),
+            caption="../report/training_curves.rst",
+            category="3. Training",
+        ),
+        table=report(
+            results("report/benchmark.csv"),
+            caption="../report/benchmark_table.rst",
+            category="3. Training",
+        ),
+    log:
+        job_log("report_training"),
+    benchmark:
+        job_benchmark("report_training")
+    conda:
+        "../../envs/cpu.yaml"
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings_json("report_training"),
+        results=RESULTS,
+    shell:
+        "python -m digi2real report-training --config {params.config:q}"
+        " --results {params.results} --benchmarks {input.benchmarks}"
+        " --metrics {input.metrics} --generation {input.generation}"
+        " --training {input.training} --page {output.page} --curves {output.curves}"
+        " --table {output.table} > {log} 2>&1"

@@ -24,6 +24,7 @@ rule train:
     threads: training_threads()
     resources:
         gpu=config["train"]["gpus"],
+        mem_mb=training_memory,
         runtime=training_runtime,
     params:
         config=settings_json("train"),
@@ -31,12 +32,11 @@ rule train:
         work=lambda wildcards, output: os.path.join(
             os.path.dirname(output.backbone), "work"
         ),
-        launcher=training_launcher(),
         leaks=lambda wildcards, input: f"--leaks {input.leaks}" if input.leaks else "",
     shell:
-        # exec: SIGTERM from SLURM reaches the trainer (or torchrun, which passes it on to
-        # every process) rather than the shell around it.
-        "exec {params.launcher} -m digi2real train --config {params.config:q}"
+        # exec: SIGTERM from SLURM reaches the trainer rather than the shell around it (with
+        # train.gpus > 1, the trainer starts torchrun and its processes, which all get it too).
+        "exec python -m digi2real train --config {params.config:q}"
         " --export {input.export} --work {params.work} --backbone {output.backbone}"
         " --metrics {output.metrics} {params.leaks} > {log} 2>&1"
 
