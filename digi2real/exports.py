@@ -188,7 +188,7 @@ def write_labelled_recordio(
 ) -> None:
     """The RecordIO export of `images`, (label, JPEG) pairs grouped by label in label order,
     into the new folder `folder`."""
-    classes, first, counts = len(identities), {}, [0] * len(identities)
+    classes, counts = len(identities), [0] * len(identities)
     with open(folder / "train.rec", "wb") as rec, open(folder / "train.idx", "w") as idx:
 
         def write(key: int, data: bytes) -> None:
@@ -197,10 +197,11 @@ def write_labelled_recordio(
 
         n = 0
         for n, (label, jpeg) in enumerate(images, start=1):
-            first.setdefault(label, n)
             counts[label] += 1
             write(n, pack(float(label), jpeg, n))
-        bounds = [first.get(label, n + 1) for label in range(classes)] + [n + 1]
+        # Each class's range (first, last + 1) from the counts: a class without an image (a
+        # baseline identity whose sources were all unreadable) gets an empty one in its place.
+        bounds = np.concatenate([[1], 1 + np.cumsum(counts)]).tolist()
         for label in range(classes):
             write(n + 1 + label, pack([float(bounds[label]), float(bounds[label + 1])]))
         write(0, pack([float(n + 1), float(n + 1 + classes)]))  # last, as insightface's tool

@@ -301,10 +301,10 @@ def test_the_demo_trains_and_benchmarks_a_recognizer(run, demo_root, zoo, tmp_pa
     )
     planned = planned_jobs(workdir)
     # The dataset stays as it was: only the certificate (now searching the benchmark's faces
-    # too) and the training's jobs run.
+    # too), the pages that show it, and the training's jobs run.
     assert set(planned) == {
-        "embed_benchmarks", "evaluate", "train", "export_digiface", "benchmark",
-        "report_training", "all",
+        "embed_benchmarks", "evaluate", "report", "card", "train", "export_digiface",
+        "benchmark", "report_training", "all",
     }, planned  # fmt: skip
     assert planned["train"] == 2 and planned["benchmark"] == 2
     faults = {
@@ -320,7 +320,10 @@ def test_the_demo_trains_and_benchmarks_a_recognizer(run, demo_root, zoo, tmp_pa
         lines = (results / f"{run_prefix}train/metrics.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines]
         assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8]  # none twice
-        assert [r["step"] for r in records if "verification" in r] == [0, 2, 4, 6, 8]
+        # Before training, after each epoch, and after the last step, each once.
+        per_epoch = records[0]["steps_per_epoch"]
+        evaluated = sorted({0, 8, *range(per_epoch, 8, per_epoch)})
+        assert [r["step"] for r in records if "verification" in r] == evaluated
         benchmark = json.loads((results / f"{run_prefix}benchmark.json").read_text())
         demo_figure = benchmark["verification"]["demo"]
         assert demo_figure["pairs"] == 40 and 0 <= demo_figure["accuracy"] <= 1

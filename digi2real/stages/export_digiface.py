@@ -22,6 +22,7 @@ ARGUMENTS = (
 def run(config: Config, index: Path, manifest: Path, out: Path) -> None:
     """Every source image of each identity with a passed image in `manifest`, labelled as the
     dataset's exports label it (kept identities in manifest order), into the folder `out`."""
+    import csv
     import io
 
     import pyarrow.parquet as pq
@@ -31,6 +32,7 @@ def run(config: Config, index: Path, manifest: Path, out: Path) -> None:
     from digi2real.errors import DataError
     from digi2real.exports import write_labelled_recordio
     from digi2real.face_tensors import FACE_SIZE
+    from digi2real.faces import UnreadableImage, read_image
     from digi2real.formats import read_index
     from digi2real.progress import log
 
@@ -44,22 +46,35 @@ def run(config: Config, index: Path, manifest: Path, out: Path) -> None:
         images_of.setdefault(identity, []).append(path)
     quality = config["export"]["jpeg_quality"]
 
+    skipped: list[tuple[str, str]] = []  # (image, why): unreadable sources, listed not lost
+
     def labelled_jpegs():
         for label, identity in enumerate(identities):
             for relative in images_of.get(identity, []):
                 path = Path(sources.root) / relative
-                with Image.open(path) as image:
-                    if image.size != (FACE_SIZE, FACE_SIZE):
-                        raise DataError(
-                            f"{path}: {image.size[0]}x{image.size[1]}; the DigiFace baseline "
-                            f"trains on DigiFace-1M's aligned {FACE_SIZE}x{FACE_SIZE} release"
-                        )
-                    buffer = io.BytesIO()
-                    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+                try:
+                    pixels = read_image(path)  # any mode a download holds (RGBA, 16-bit, ...)
+                except UnreadableImage as error:
+                    skipped.append((relative, str(error)))
+                    continue
+                if pixels.shape[:2] != (FACE_SIZE, FACE_SIZE):
+                    raise DataError(
+                        f"{path}: {pixels.shape[1]}x{pixels.shape[0]}; the DigiFace baseline "
+                        f"trains on DigiFace-1M's aligned {FACE_SIZE}x{FACE_SIZE} release"
+                    )
+                buffer = io.BytesIO()
+                Image.fromarray(pixels[..., ::-1]).save(buffer, format="JPEG", quality=quality)
                 yield label, buffer.getvalue()
 
     # 2. The export, built aside and renamed into place.
     with atomic_folder(out) as staging:
         write_labelled_recordio(staging, identities, labelled_jpegs())
-    images = sum(len(images_of.get(identity, [])) for identity in identities)
-    log.info("export_digiface: %d source images of %d identities", images, len(identities))
+        with open(staging / "skipped.csv", "w", newline="") as file:
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(["image", "reason"])
+            writer.writerows(skipped)
+    images = sum(len(images_of.get(identity, [])) for identity in identities) - len(skipped)
+    log.info(
+        "export_digiface: %d source images of %d identities; %d unreadable, in skipped.csv",
+        images, len(identities), len(skipped),
+    )  # fmt: skip

@@ -109,7 +109,8 @@ rule report_training:
         *ENVMODULES["cpu"],
     params:
         config=settings_json("report_training"),
-        results=RESULTS,
+        # results/report/training.html's results folder: each input's sub-run is its prefix.
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.page)),
     shell:
         "python -m digi2real report-training --config {params.config:q}"
         " --results {params.results} --benchmarks {input.benchmarks}"
