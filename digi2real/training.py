@@ -75,9 +75,10 @@ class TrainSettings:
     checkpoint_minutes: float = 30.0
     log_every_steps: int = 100
 
-    # Settings that do not change a single weight: a checkpoint written under other values of
-    # these is resumed.
-    PACING = ("loader_workers", "checkpoint_minutes", "log_every_steps")
+    # Settings that change no weight beyond rounding: a checkpoint written under other values
+    # of these is resumed (another cpu_threads then makes the result equal within rounding,
+    # not bitwise).
+    PACING = ("loader_workers", "checkpoint_minutes", "log_every_steps", "cpu_threads")
 
     @classmethod
     def from_config(cls, config) -> TrainSettings:
@@ -89,12 +90,14 @@ class TrainSettings:
             seed=config["seed"],
         )
 
-    def fingerprint(self, records: FaceRecords, images: np.ndarray) -> str:
+    def fingerprint(self, records: FaceRecords, images: np.ndarray, world: int) -> str:
         """What a checkpoint must have been trained with to be resumed: the weight-changing
-        settings and the training images (their count, labels and which are kept)."""
+        settings, the number of processes (a step's batch and an epoch's steps depend on it)
+        and the training images (their count, labels and which are kept)."""
         settings = {
             key: value for key, value in dataclasses.asdict(self).items() if key not in self.PACING
         }
+        settings["processes"] = world
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         digest.update(np.ascontiguousarray(records.labels).tobytes())
         digest.update(np.ascontiguousarray(images).tobytes())
@@ -246,7 +249,7 @@ def train(
         total = min(total, settings.max_steps)
 
     # 3. Resume from the checkpoint, if it is one of these settings and data.
-    fingerprint = settings.fingerprint(data.records, data.images)
+    fingerprint = settings.fingerprint(data.records, data.images, world)
     step = 0
     checkpoint_path = work / CHECKPOINT
     if checkpoint_path.exists():

@@ -136,7 +136,8 @@ def test_build_is_byte_identical(root, tmp_path):
     ours = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     again = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert ours == again
-    assert len(ours) == N_IDENTITIES * IMAGES_PER_IDENTITY + N_FFHQ + len(MODEL_FILES)
+    # and the verification file of held-out identities (benchmarks/demo.bin)
+    assert len(ours) == N_IDENTITIES * IMAGES_PER_IDENTITY + N_FFHQ + len(MODEL_FILES) + 1
     for relative in ours:
         assert (root / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative
 
@@ -437,3 +438,13 @@ def test_recognizer_separates_identities(root, detector, recognizer):
     intra = similarity[same & off_diagonal].mean()
     inter = similarity[~same].mean()
     assert intra > inter + 0.1
+
+
+def test_the_verification_file_pairs_held_out_identities(root):
+    from digi2real.verification import load_bin
+
+    faces = load_bin(root / "benchmarks/demo.bin")
+    assert faces.images.shape == (80, 112, 112, 3) and faces.images.dtype == np.uint8
+    assert faces.issame.tolist() == [True, False] * 20  # each fold holds both kinds
+    # Held out: none of its identities is a demo subject that a run could train on.
+    assert min(demo.faces.BENCHMARK_IDENTITIES) >= N_IDENTITIES

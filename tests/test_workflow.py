@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 
 from digi2real.config import config_slice
+from digi2real.demo import build_demo_benchmark
 from digi2real.formats import Index, write_index
 from digi2real.stages import generate
 from tests.conftest import REPO, empty_model_layout
@@ -284,21 +285,16 @@ TRAINING_LOGS = {
 }
 
 
-def test_the_demo_trains_and_benchmarks_a_recognizer(run, demo_root, zoo, tmp_path):
+def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
     """The demo's training (demo.yaml: an IResNet-18, 8 steps, the DigiFace baseline, the
     demo's verification file) over the finished run; each training job gets SIGTERM after
     step 3, as SLURM sends before a time limit, exits 143, and Snakemake's retry resumes it."""
     workdir = copy_run(run, tmp_path / "trained")
-    demo = yaml.safe_load((REPO / "demo.yaml").read_text())
-    configure(
-        workdir,
-        demo_root,
-        *zoo,
-        **{
-            "train": demo["train"],
-            "benchmark.bins": {"demo": str(demo_root / "benchmarks/demo.bin")},
-        },
-    )
+    # The run's own config (its demo folder may be another test worker's), training on.
+    demo_bin = tmp_path / "benchmarks/demo.bin"
+    build_demo_benchmark(demo_bin)
+    change_config(workdir, "train", yaml.safe_load((REPO / "demo.yaml").read_text())["train"])
+    change_config(workdir, "benchmark.bins", {"demo": str(demo_bin)})
     planned = planned_jobs(workdir)
     # The dataset stays as it was: only the certificate (now searching the benchmark's faces
     # too), the pages that show it, and the training's jobs run.
