@@ -49,15 +49,17 @@ def default_sigint() -> None:
 
 
 # The modules that take longest, longest first (measured with --durations on 2 cores: the SLURM
-# scenarios ~450 s, the workflow tests ~370 s, the reruns ~350 s, the compile test's module
-# ~200 s, the settings' reruns ~140 s, the training's stops and resumes ~135 s, the shard
-# kills ~100 s), then the others in file order.
+# scenarios ~450 s, the workflow tests ~370 s, the reruns ~350 s, the demo's training in the
+# workflow ~120 s alone and 430 s under the suite's load, the compile test's module ~200 s, the
+# settings' reruns ~140 s, the training's stops and resumes ~135 s, the shard kills ~100 s),
+# then the others in file order.
 # pytest-xdist hands modules out in the order collected (--no-loadscope-reorder, pyproject.toml;
 # its default reorder, by number of tests, started the SLURM module last, a 7-minute tail).
 LONGEST_FIRST = (
     "test_slurm.py",
     "test_workflow.py",
     "test_reruns.py",
+    "test_training_workflow.py",
     "test_generation.py",
     "test_training.py",
     "test_image_keys.py",

@@ -30,7 +30,7 @@ def test_generation_benchmark_measures_both_pipelines_on_the_cpu():
 
 def test_training_benchmark_measures_the_loader_and_training_on_the_cpu():
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts/benchmark_training.py"), "--tiny"],
+        [sys.executable, str(REPO / "scripts/benchmark_training.py"), "--tiny", "--steps", "1"],
         capture_output=True,
         text=True,
         timeout=600,

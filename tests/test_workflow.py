@@ -16,10 +16,10 @@ import yaml
 from PIL import Image
 
 from digi2real.config import config_slice
-from digi2real.demo import build_demo_benchmark
 from digi2real.formats import Index, write_index
 from digi2real.stages import generate
 from tests.conftest import REPO, empty_model_layout
+from tests.test_training_workflow import TRAINING_LOGS
 from tests.workflow_runs import (
     AFTER_AGGREGATE,
     EXPORTS,
@@ -247,7 +247,7 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         ("export_webdataset", "export_webdataset"),
         ("export_imagefolder", "export_imagefolder"),
     ]
-    # The training's rules: test_the_demo_trains_and_benchmarks_a_recognizer checks theirs.
+    # The training's rules: tests/test_training_workflow.py checks theirs.
     assert {rule for rule, _ in jobs} | set(TRAINING_LOGS) == rule_names(run)
     workdir = copy_run(run, tmp_path / "logs")
     config = yaml.safe_load((workdir / "config.yaml").read_text())
@@ -270,76 +270,6 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         assert (results / f"benchmarks/{name}.tsv").is_file(), rule
         # Noise known to be harmless stays out of the logs (digi2real/__init__.py).
         assert "requires torchvision" not in (results / f"logs/{name}.log").read_text(), rule
-
-
-# --- training and benchmark ---------------------------------------------------------------
-
-# The log of one job of each training rule, under the results: the run's own and the
-# baseline's sub-run (baseline/digiface/) each have their logs.
-TRAINING_LOGS = {
-    "embed_benchmarks": "logs/embed_benchmarks/embeddings.log",
-    "train": "logs/train.log",
-    "benchmark": "baseline/digiface/logs/benchmark.log",
-    "export_digiface": "baseline/digiface/logs/export_digiface.log",
-    "report_training": "logs/report_training.log",
-}
-
-
-def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
-    """The demo's training (demo.yaml: an IResNet-18, 8 steps, the DigiFace baseline, the
-    demo's verification file) over the finished run; each training job gets SIGTERM after
-    step 3, as SLURM sends before a time limit, exits 143, and Snakemake's retry resumes it."""
-    workdir = copy_run(run, tmp_path / "trained")
-    # The run's own config (its demo folder may be another test worker's), training on.
-    demo_bin = tmp_path / "benchmarks/demo.bin"
-    build_demo_benchmark(demo_bin)
-    change_config(workdir, "train", yaml.safe_load((REPO / "demo.yaml").read_text())["train"])
-    change_config(workdir, "benchmark.bins", {"demo": str(demo_bin)})
-    planned = planned_jobs(workdir)
-    # The dataset stays as it was: only the certificate (now searching the benchmark's faces
-    # too), the pages that show it, and the training's jobs run.
-    assert set(planned) == {
-        "embed_benchmarks", "evaluate", "report", "card", "train", "export_digiface",
-        "benchmark", "report_training", "all",
-    }, planned  # fmt: skip
-    assert planned["train"] == 2 and planned["benchmark"] == 2
-    faults = {
-        "DIGI2REAL_TRAIN_TERM_AFTER_STEPS": "3",
-        "DIGI2REAL_TRAIN_FAULT_ONCE_DIR": str(tmp_path / "faults"),
-    }
-    snakemake(workdir, "--retries", "1", env=faults)
-    results = workdir / "results"
-    assert len(list((tmp_path / "faults").iterdir())) == 2  # each training job was stopped once
-    for run_prefix in ("", "baseline/digiface/"):
-        log = (results / f"{run_prefix}logs/train.log").read_text()
-        assert "train: resumed at step 4 of 8" in log, log[-2000:]
-        lines = (results / f"{run_prefix}train/metrics.jsonl").read_text().splitlines()
-        records = [json.loads(line) for line in lines]
-        assert [r["step"] for r in records if "loss" in r] == [2, 4, 6, 8]  # none twice
-        # Before training, after each epoch, and after the last step, each once.
-        per_epoch = records[0]["steps_per_epoch"]
-        evaluated = sorted({0, 8, *range(per_epoch, 8, per_epoch)})
-        assert [r["step"] for r in records if "verification" in r] == evaluated
-        benchmark = json.loads((results / f"{run_prefix}benchmark.json").read_text())
-        demo_figure = benchmark["verification"]["demo"]
-        assert demo_figure["pairs"] == 40 and 0 <= demo_figure["accuracy"] <= 1
-        assert benchmark["network"] == "iresnet18" and benchmark["ijb"] is None
-        # The last evaluation during training is the benchmark's own figure.
-        assert records[-1]["verification"]["demo"] == demo_figure["accuracy"]
-    from digi2real.iresnet import load_backbone
-
-    load_backbone(results / "train/backbone.pt", "iresnet18")
-    # The baseline trains the same identities, labelled alike, on their DigiFace sources.
-    dataset = (results / "export/recordio/labels.csv").read_text().splitlines()
-    baseline = (results / "baseline/digiface/export/recordio/labels.csv").read_text().splitlines()
-    assert [row.split(",")[:2] for row in dataset] == [row.split(",")[:2] for row in baseline]
-    assert (results / "evaluation/benchmark_leaks.csv").read_text().startswith("identity,")
-    for rule, log in TRAINING_LOGS.items():
-        assert (results / log).is_file(), rule
-        benchmark_file = log.replace("logs/", "benchmarks/").removesuffix(".log") + ".tsv"
-        assert (results / benchmark_file).is_file(), rule
-    assert (results / "report/training.html").is_file()
-    assert planned_jobs(workdir) == {}
 
 
 # --- config errors ------------------------------------------------------------------------

@@ -262,6 +262,9 @@ def job_benchmarks(wildcards):
             jobs.append(("merge_embeddings", f"{space}/{dataset}"))
     jobs += [(rule, "") for rule in ("estimate_delta", "plan", "hash_models")]
     jobs += [("generate", str(shard)) for shard in GENERATION_SHARDS]
+    if config["train"]["enabled"] and config["benchmark"]["bins"]:
+        # the benchmark faces the certificate searches (benchmark_embeddings)
+        jobs.append(("embed_benchmarks", spaces[-1]))
     jobs += [(rule, "") for rule in ("aggregate", "evaluate")]
     jobs += [(f"export_{format}", "") for format in config["export"]["formats"]]
     return [job_benchmark(rule, wildcards) for rule, wildcards in jobs]
@@ -325,6 +328,16 @@ def training_export(wildcards):
     if wildcards.run == "":
         return results(f"export/{config['train']['data']}")
     return results(f"{wildcards.run}export/recordio")
+
+
+def ijb_files(wildcards):
+    """IJB's meta files, when benchmark.ijb is set: a changed file re-benchmarks."""
+    ijb = config["benchmark"]["ijb"]
+    if ijb is None:
+        return []
+    meta = Path(ijb["root"]) / "meta"
+    names = ("face_tid_mid", "template_pair_label", "name_5pts_score")
+    return [str(meta / f"{ijb['target'].lower()}_{name}.txt") for name in names]
 
 
 def benchmark_files(wildcards):

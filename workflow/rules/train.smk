@@ -45,6 +45,7 @@ rule benchmark:
     input:
         backbone=trained_backbone,
         bins=benchmark_files,
+        ijb=ijb_files,
     output:
         results("{run}benchmark.json"),
     log:

@@ -1,0 +1,84 @@
+"""The demo's recognizer trained and benchmarked by the workflow, over a finished run: the
+training's jobs, a stop and Snakemake's retry, the baseline, the outputs' contracts. A module of
+its own, so that pytest-xdist runs it beside the other workflow tests."""
+
+import json
+
+import pytest
+import yaml
+
+from digi2real.demo import build_demo_benchmark
+from tests.conftest import REPO
+from tests.workflow_runs import change_config, copy_run, planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+# The log of one job of each training rule, under the results: the run's own and the
+# baseline's sub-run (baseline/digiface/) each have their logs.
+TRAINING_LOGS = {
+    "embed_benchmarks": "logs/embed_benchmarks/embeddings.log",
+    "train": "logs/train.log",
+    "benchmark": "baseline/digiface/logs/benchmark.log",
+    "export_digiface": "baseline/digiface/logs/export_digiface.log",
+    "report_training": "logs/report_training.log",
+}
+
+
+def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
+    """The demo's training (demo.yaml: an IResNet-18, the DigiFace baseline, the demo's
+    verification file) over the finished run; each training job gets SIGTERM after step 1, as
+    SLURM sends before a time limit, exits 143, and Snakemake's retry resumes it."""
+    workdir = copy_run(run, tmp_path / "trained")
+    # The run's own config (its demo folder may be another test worker's), training on.
+    demo_bin = tmp_path / "benchmarks/demo.bin"
+    build_demo_benchmark(demo_bin)
+    # demo.yaml's training, 4 steps of its 8: the stop and the retry as well, at half the cost
+    train = {**yaml.safe_load((REPO / "demo.yaml").read_text())["train"], "max_steps": 4}
+    change_config(workdir, "train", train)
+    change_config(workdir, "benchmark.bins", {"demo": str(demo_bin)})
+    planned = planned_jobs(workdir)
+    # The dataset stays as it was: only the certificate (now searching the benchmark's faces
+    # too), the pages that show it, and the training's jobs run.
+    assert set(planned) == {
+        "embed_benchmarks", "evaluate", "report", "card", "train", "export_digiface",
+        "benchmark", "report_training", "all",
+    }, planned  # fmt: skip
+    assert planned["train"] == 2 and planned["benchmark"] == 2
+    faults = {
+        "DIGI2REAL_TRAIN_TERM_AFTER_STEPS": "1",
+        "DIGI2REAL_TRAIN_FAULT_ONCE_DIR": str(tmp_path / "faults"),
+    }
+    snakemake(workdir, "--retries", "1", env=faults)
+    results = workdir / "results"
+    assert len(list((tmp_path / "faults").iterdir())) == 2  # each training job was stopped once
+    for run_prefix in ("", "baseline/digiface/"):
+        log = (results / f"{run_prefix}logs/train.log").read_text()
+        # SIGTERM after step 1: the trainer stops after the step under way, 2, and checkpoints.
+        assert "train: resumed at step 2 of 4" in log, log[-2000:]
+        lines = (results / f"{run_prefix}train/metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert [r["step"] for r in records if "loss" in r] == [2, 4]  # none twice
+        # Before training, after each epoch, and after the last step, each once.
+        per_epoch = records[0]["steps_per_epoch"]
+        evaluated = sorted({0, 4, *range(per_epoch, 4, per_epoch)})
+        assert [r["step"] for r in records if "verification" in r] == evaluated
+        benchmark = json.loads((results / f"{run_prefix}benchmark.json").read_text())
+        demo_figure = benchmark["verification"]["demo"]
+        assert demo_figure["pairs"] == 40 and 0 <= demo_figure["accuracy"] <= 1
+        assert benchmark["network"] == "iresnet18" and benchmark["ijb"] is None
+        # The last evaluation during training is the benchmark's own figure.
+        assert records[-1]["verification"]["demo"] == demo_figure["accuracy"]
+    from digi2real.iresnet import load_backbone
+
+    load_backbone(results / "train/backbone.pt", "iresnet18")
+    # The baseline trains the same identities, labelled alike, on their DigiFace sources.
+    dataset = (results / "export/recordio/labels.csv").read_text().splitlines()
+    baseline = (results / "baseline/digiface/export/recordio/labels.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in dataset] == [row.split(",")[:2] for row in baseline]
+    assert (results / "evaluation/benchmark_leaks.csv").read_text().startswith("identity,")
+    for rule, log in TRAINING_LOGS.items():
+        assert (results / log).is_file(), rule
+        benchmark_file = log.replace("logs/", "benchmarks/").removesuffix(".log") + ".tsv"
+        assert (results / benchmark_file).is_file(), rule
+    assert (results / "report/training.html").is_file()
+    assert planned_jobs(workdir) == {}
