@@ -81,10 +81,12 @@ def run(
         len(data.images), data.num_classes, export, len(excluded & set(records.identities)),
     )  # fmt: skip
 
-    # 3. The benchmarks evaluated after each epoch, if any are configured.
+    # 3. The benchmarks evaluated after each epoch, if any are configured: by process 0 only,
+    # which alone holds them (the six standard files decoded are about 3 GB).
     bins = {
         name: verification.load_bin(Path(path))
         for name, path in config["benchmark"]["bins"].items()
+        if rank == 0
     }
 
     def evaluate(network: torch.nn.Module) -> dict[str, float]:
