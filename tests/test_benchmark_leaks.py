@@ -18,7 +18,7 @@ from PIL import Image
 from digi2real import certificate, evaluation
 from digi2real.config import config_slice, resolve_config, stage_keys
 from digi2real.errors import ConfigError, DataError
-from digi2real.evaluation import EvaluationSettings, Gallery
+from digi2real.evaluation import Gallery
 from digi2real.formats import (
     EmbeddingTable,
     ShardPlan,
@@ -32,17 +32,11 @@ from digi2real.shard_store import GeneratedEmbeddings, write_generated_embedding
 from digi2real.stages import embed_benchmarks, evaluate
 from digi2real.status import Status
 from tests.conftest import LOCAL_SNAKEMAKE_PATH, snakemake_argv, write_demo_config
+from tests.test_evaluation import SETTINGS  # the same thresholds
 
 pytestmark = pytest.mark.unit
 
-SETTINGS = EvaluationSettings(
-    leak_threshold=0.5,
-    collision_threshold=0.5,
-    top_pairs=10,
-    exhaustive_impostors_up_to=20_000,
-    impostor_sample=1000,
-    seed=0,
-)
+
 IDENTITIES = [f"id{k:02d}" for k in range(6)]
 # The identities whose centre is planted among the benchmark faces, and where.
 PLANTED = {"id04": ("lfw", 3), "id01": ("agedb_30", 7)}

@@ -19,6 +19,15 @@ DATASETS = ("digiface", "ffhq", "gallery")  # the datasets the workflow indexes
 # What an index row of an identity folder holding no image points at (see digi2real.indexing).
 EMPTY_IDENTITY = "identity folder holds no images"
 
+# The model of an embedding space, by its config key: embed's and embed_benchmarks' argument.
+RECOGNIZER_ARGUMENT = Argument(
+    "--recognizer",
+    "config key of the model to embed with (default: the generator's ArcFace)",
+    type=str,
+    default="models.arcface",
+    choices=tuple(SPACES.values()),
+)
+
 HELP = "embeddings of one shard of an index, with one recognizer"
 ARGUMENTS = (
     Argument("dataset", "the dataset the index lists", type=str, choices=DATASETS),
@@ -26,13 +35,7 @@ ARGUMENTS = (
     Argument("--shard", "the shard to embed", type=int, default=0),
     Argument("--shard-size", "groups per shard", type=int, default=1 << 62),
     Argument("--out", "embeddings .h5 to write"),
-    Argument(
-        "--recognizer",
-        "config key of the model to embed with (default: the generator's ArcFace)",
-        type=str,
-        default="models.arcface",
-        choices=tuple(SPACES.values()),
-    ),
+    RECOGNIZER_ARGUMENT,
 )
 
 

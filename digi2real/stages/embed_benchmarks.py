@@ -9,7 +9,7 @@ from pathlib import Path
 
 from digi2real.config import Config
 from digi2real.stages import Argument
-from digi2real.stages.embed import SPACES
+from digi2real.stages.embed import RECOGNIZER_ARGUMENT
 
 # `{recognizer}`: the config key of the model of the embedding space, as for `embed`.
 CONFIG_KEYS = ["{recognizer}", "benchmark.bins", "face.providers", "face.batch_size"]
@@ -18,16 +18,7 @@ CONFIG_KEYS = ["{recognizer}", "benchmark.bins", "face.providers", "face.batch_s
 DATASET = "benchmarks"
 
 HELP = "the faces of benchmark.bins' verification files embedded, for the leakage search"
-ARGUMENTS = (
-    Argument("--out", "embeddings .h5 to write"),
-    Argument(
-        "--recognizer",
-        "config key of the model to embed with (default: the generator's ArcFace)",
-        type=str,
-        default="models.arcface",
-        choices=tuple(SPACES.values()),
-    ),
-)
+ARGUMENTS = (Argument("--out", "embeddings .h5 to write"), RECOGNIZER_ARGUMENT)
 
 
 def face_path(name: str, image: int) -> str:
