@@ -154,8 +154,11 @@ def load_backbone(path: Path, name: str) -> IResNet:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such backbone file") from None
-    except Exception as error:  # a pickle of anything but tensors, a truncated file
-        raise ModelFileError(f"{path}: not a state dict torch can read safely ({error})") from None
+    except Exception:  # a pickle of anything but tensors (run: never), a truncated file
+        raise ModelFileError(
+            f"{path}: not a state dict of tensors that torch.load(weights_only=True) reads; "
+            "nothing in it was run"
+        ) from None
     if not isinstance(state, dict) or "fc.weight" not in {
         key.removeprefix("module.") for key in state
     }:

@@ -8,6 +8,8 @@ was dumped from): a checkpoint trained there loads here only if keys, order and 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,40 @@ def test_unknown_network() -> None:
     message = str(error.value)
     assert "\n" not in message and "iresnet152" in message
     assert all(name in message for name in NETWORKS)
+
+
+def test_a_checkpoint_of_another_depth_or_not_a_state_dict_is_one_line_naming_the_file(tmp_path):
+    from digi2real.errors import ModelFileError
+    from digi2real.iresnet import load_backbone
+
+    r18 = tmp_path / "r18.pt"
+    torch.save(iresnet("iresnet18", embedding_size=64).state_dict(), r18)
+    assert load_backbone(r18, "iresnet18").fc.out_features == 64
+    # arcface_torch's DDP-wrapped saves carry a `module.` prefix: taken off.
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({f"module.{k}": v for k, v in torch.load(r18).items()}, wrapped)
+    assert load_backbone(wrapped, "iresnet18").fc.out_features == 64
+    with pytest.raises(ModelFileError, match=r"r18\.pt: not an iresnet50 backbone .*missing"):
+        load_backbone(r18, "iresnet50")
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(ModelFileError, match=r"notes\.pt: not a state dict of tensors"):
+        load_backbone(tmp_path / "notes.pt", "iresnet18")
+    # A checkpoint that would run a command when unpickled runs nothing.
+    (tmp_path / "evil.pt").write_bytes(
+        pickle.dumps(Payload(f"touch {tmp_path / 'pwned'}"), protocol=2)
+    )
+    with pytest.raises(ModelFileError, match=r"evil\.pt: .*nothing in it was run$"):
+        load_backbone(tmp_path / "evil.pt", "iresnet18")
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(ModelFileError, match=r"nowhere\.pt: no such backbone file"):
+        load_backbone(tmp_path / "nowhere.pt", "iresnet18")
+
+
+class Payload:
+    """Unpickled by pickle.load, it would run `command`."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
