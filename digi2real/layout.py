@@ -278,6 +278,20 @@ class InputFolders:
         return folders
 
 
+# insightface's IJB-B/C meta files (recognition/_evaluation_/ijb), by what each holds.
+IJB_META = {
+    "images": "face_tid_mid",  # image, template, media
+    "pairs": "template_pair_label",  # template, template, label
+    "landmarks": "name_5pts_score",  # image, 5 landmarks, detector score
+}
+
+
+def ijb_meta_files(root: str | Path, target: str) -> dict[str, Path]:
+    """The IJB meta files of `target` (IJBB, IJBC) under `root`/meta, by what each holds."""
+    meta = Path(root) / "meta"
+    return {what: meta / f"{target.lower()}_{name}.txt" for what, name in IJB_META.items()}
+
+
 def listing_path(results: str | Path, dataset: str) -> Path:
     return Path(results) / "inputs" / f"{dataset}.txt"
 

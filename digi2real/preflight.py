@@ -68,10 +68,9 @@ def _check_training(config: Config) -> None:
     for name, checkpoint in benchmark["checkpoints"].items():
         files[f"benchmark.checkpoints.{name}.path"] = checkpoint["path"]
     if benchmark["ijb"] is not None:
-        target, root = benchmark["ijb"]["target"], benchmark["ijb"]["root"]
-        for meta in ("face_tid_mid", "template_pair_label", "name_5pts_score"):
-            name = f"{target.lower()}_{meta}.txt"
-            files[f"benchmark.ijb.root (meta/{name})"] = str(Path(root) / "meta" / name)
+        meta = layout.ijb_meta_files(benchmark["ijb"]["root"], benchmark["ijb"]["target"])
+        for path in meta.values():
+            files[f"benchmark.ijb.root (meta/{path.name})"] = str(path)
     for key, value in files.items():
         path = Path(value).expanduser()
         if not built_by_the_demo(config, path) and not path.is_file():

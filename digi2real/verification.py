@@ -63,6 +63,7 @@ import torch
 from digi2real.atomic import atomic_path
 from digi2real.errors import DataError
 from digi2real.face_tensors import FACE_SIZE, decode_face, normalised
+from digi2real.layout import ijb_meta_files
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
 
@@ -425,11 +426,8 @@ def read_ijb_meta(root: Path, target: str) -> IjbMeta:
     pair's templates known, both labels present."""
     if target.upper() not in IJB_TARGETS:
         raise ValueError(f"IJB target {target!r} is not one of {', '.join(IJB_TARGETS)}")
-    meta = Path(root) / "meta"
-    prefix = target.lower()
-    tid_mid = meta / f"{prefix}_face_tid_mid.txt"
-    pair_label = meta / f"{prefix}_template_pair_label.txt"
-    five_points = meta / f"{prefix}_name_5pts_score.txt"
+    files = ijb_meta_files(root, target)
+    tid_mid, pair_label, five_points = files["images"], files["pairs"], files["landmarks"]
 
     image_rows = list(_rows(tid_mid, 3, "image, template, media"))
     templates = np.array([_number(tid_mid, n, f[1], int) for n, f in image_rows], np.int64)

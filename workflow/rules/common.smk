@@ -181,6 +181,16 @@ def settings_json(rule, **wildcards):
 # The folder of each embedding space under the results, the wildcard `space` of embed and
 # merge_embeddings: embeddings/ (the generator's ArcFace), evaluation/embeddings/.
 EMBEDDING_SPACES = "|".join(stage("embed").SPACES)
+# The space `evaluate` compares in: evaluation.recognizer's when it is set, else the
+# generator's ArcFace's.
+COMPARED_SPACE = (
+    "evaluation/embeddings" if config["evaluation"]["recognizer"] else "embeddings"
+)
+# Whether the certificate also searches the benchmark faces (embed_benchmarks): when a
+# recognizer is trained and tested on them.
+BENCHMARK_FACES_SEARCHED = bool(
+    config["train"]["enabled"] and config["benchmark"]["bins"]
+)
 
 
 def embed_shards(wildcards):
@@ -262,9 +272,8 @@ def job_benchmarks(wildcards):
             jobs.append(("merge_embeddings", f"{space}/{dataset}"))
     jobs += [(rule, "") for rule in ("estimate_delta", "plan", "hash_models")]
     jobs += [("generate", str(shard)) for shard in GENERATION_SHARDS]
-    if config["train"]["enabled"] and config["benchmark"]["bins"]:
-        # the benchmark faces the certificate searches (benchmark_embeddings)
-        jobs.append(("embed_benchmarks", spaces[-1]))
+    if BENCHMARK_FACES_SEARCHED:
+        jobs.append(("embed_benchmarks", COMPARED_SPACE))
     jobs += [(rule, "") for rule in ("aggregate", "evaluate")]
     jobs += [(f"export_{format}", "") for format in config["export"]["formats"]]
     return [job_benchmark(rule, wildcards) for rule, wildcards in jobs]
@@ -289,9 +298,7 @@ def compared_embeddings(wildcards):
     everything embedded again with it (embed and merge_embeddings in the space
     evaluation/embeddings, embed_generated); else the
     generator's ArcFace embeddings the run already has."""
-    space = (
-        "evaluation/embeddings" if config["evaluation"]["recognizer"] else "embeddings"
-    )
+    space = COMPARED_SPACE
     generated = (
         expand(
             results("evaluation/embeddings/generated/{shard}.h5"),
@@ -335,9 +342,9 @@ def ijb_files(wildcards):
     ijb = config["benchmark"]["ijb"]
     if ijb is None:
         return []
-    meta = Path(ijb["root"]) / "meta"
-    names = ("face_tid_mid", "template_pair_label", "name_5pts_score")
-    return [str(meta / f"{ijb['target'].lower()}_{name}.txt") for name in names]
+    return [
+        str(path) for path in layout.ijb_meta_files(ijb["root"], ijb["target"]).values()
+    ]
 
 
 def benchmark_files(wildcards):
@@ -364,18 +371,24 @@ def training_leaks(wildcards):
     return []
 
 
+def checkpoint_of(run):
+    """The benchmark.checkpoints entry ({path, network}) of the sub-run checkpoints/<name>/,
+    None for a sub-run trained here."""
+    if not run.startswith("checkpoints/"):
+        return None
+    return config["benchmark"]["checkpoints"][run.split("/")[1]]
+
+
 def trained_backbone(wildcards):
-    if wildcards.run.startswith("checkpoints/"):
-        name = wildcards.run.split("/")[1]
-        return config["benchmark"]["checkpoints"][name]["path"]
+    entry = checkpoint_of(wildcards.run)  # ("checkpoint" is a Snakemake keyword)
+    if entry is not None:
+        return entry["path"]
     return results(f"{wildcards.run}train/backbone.pt")
 
 
 def backbone_network(wildcards):
-    if wildcards.run.startswith("checkpoints/"):
-        name = wildcards.run.split("/")[1]
-        return config["benchmark"]["checkpoints"][name]["network"]
-    return config["train"]["network"]
+    entry = checkpoint_of(wildcards.run)
+    return config["train"]["network"] if entry is None else entry["network"]
 
 
 def training_threads():
@@ -418,12 +431,9 @@ def benchmark_embeddings(wildcards):
     compared_embeddings), its input when a recognizer is trained and tested on them: the
     certificate then searches them for leaks too. Nothing otherwise, so that a run without
     training embeds no benchmark and evaluates as before."""
-    if not (config["train"]["enabled"] and config["benchmark"]["bins"]):
+    if not BENCHMARK_FACES_SEARCHED:
         return []
-    space = (
-        "evaluation/embeddings" if config["evaluation"]["recognizer"] else "embeddings"
-    )
-    return [results(f"{space}/benchmarks.h5")]
+    return [results(f"{COMPARED_SPACE}/benchmarks.h5")]
 
 
 # --- The training's report page (workflow/rules/report.smk, rule report_training) -------------
