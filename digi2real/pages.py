@@ -43,12 +43,26 @@ def shown(value) -> str:
     return str(value)
 
 
-def render(title: str, lead: list[str], tables: list[Table]) -> str:
+# A warning a reader cannot miss (the demo's figures are not results): framed, bold, in red.
+WARNING_STYLE = (
+    "border: 2px solid #b00; background: #fee; color: #900; padding: 8px; "
+    "font-weight: bold; font-size: 15px;"
+)
+
+
+def render(
+    title: str, lead: list[str], tables: list[Table], warnings: list[str] | tuple = ()
+) -> str:
+    """The page: `warnings` right under the title, before anything else, then the lead and
+    the tables."""
     parts = [
         "<!doctype html>",
         '<html><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+    ]
+    parts += [
+        f'<p class="warning" style="{WARNING_STYLE}">{html.escape(line)}</p>' for line in warnings
     ]
     parts += [f'<p class="lead">{html.escape(line)}</p>' for line in lead]
     for table in tables:
@@ -69,32 +83,12 @@ def render(title: str, lead: list[str], tables: list[Table]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_page(path: Path, title: str, lead: list[str], tables: list[Table]) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(render(title, lead, tables), encoding="utf-8")
-
-
-# A warning a reader cannot miss (the demo's figures are not results): framed, bold, in red.
-WARNING_STYLE = (
-    "border: 2px solid #b00; background: #fee; color: #900; padding: 8px; "
-    "font-weight: bold; font-size: 15px;"
-)
-
-
-def render_with_warnings(
-    title: str, warnings: list[str], lead: list[str], tables: list[Table]
-) -> str:
-    """render's page with `warnings` right under the title, before anything else."""
-    page = render(title, lead, tables)
-    heading = f"<h1>{html.escape(title)}</h1>"
-    block = "".join(
-        f'\n<p class="warning" style="{WARNING_STYLE}">{html.escape(line)}</p>' for line in warnings
-    )
-    return page.replace(heading, heading + block, 1)
-
-
-def write_page_with_warnings(
-    path: Path, title: str, warnings: list[str], lead: list[str], tables: list[Table]
+def write_page(
+    path: Path,
+    title: str,
+    lead: list[str],
+    tables: list[Table],
+    warnings: list[str] | tuple = (),
 ) -> None:
     with atomic_path(path) as temporary:
-        temporary.write_text(render_with_warnings(title, warnings, lead, tables), encoding="utf-8")
+        temporary.write_text(render(title, lead, tables, warnings), encoding="utf-8")

@@ -445,7 +445,7 @@ def write_training_page(
     demo: bool,
     untrained: list[str] | None = None,
 ) -> None:
-    from digi2real.pages import Table, write_page_with_warnings
+    from digi2real.pages import Table, write_page
 
     tars = tar_columns(rows)
     own = next((row for row in rows if row.kind == "this run"), None)
@@ -513,6 +513,5 @@ def write_training_page(
             "CPU-hours when train.gpus is 0 (the job's hours on the CPU).",
         )
     )
-    write_page_with_warnings(
-        path, "Training and benchmarks", [DEMO_WARNING] if demo else [], lead, tables
-    )
+    warnings = [DEMO_WARNING] if demo else []
+    write_page(path, "Training and benchmarks", lead, tables, warnings)
