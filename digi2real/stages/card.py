@@ -70,21 +70,31 @@ def run(
     return content
 
 
+def benchmark_seconds(path: Path) -> float | None:
+    """Seconds a job ran, from its Snakemake benchmark file (column `s` of the last row: a
+    repeated benchmark's last run); None where it holds none."""
+    import csv
+
+    with open(path, newline="") as stream:
+        rows = list(csv.DictReader(stream, delimiter="\t"))
+    if not rows or rows[-1].get("s") in (None, "", "NA"):
+        return None
+    return float(rows[-1]["s"])
+
+
 def job_seconds(folder: Path, benchmarks: list[Path]) -> dict:
     """Seconds each rule's jobs ran, summed over its jobs, from their benchmark files (under
     `folder`, as `<rule>.tsv` or `<rule>/<wildcards>.tsv`): the compute a run took, without
     the idle time between separate snakemake invocations."""
-    import csv
 
     totals: dict[str, float] = {}
     jobs: dict[str, int] = {}
     for path in sorted(benchmarks):
         rule = path.relative_to(folder).parts[0].removesuffix(".tsv")
-        with open(path, newline="") as stream:
-            rows = list(csv.DictReader(stream, delimiter="\t"))
         jobs[rule] = jobs.get(rule, 0) + 1
-        if rows and rows[-1].get("s") not in (None, "", "NA"):
-            totals[rule] = totals.get(rule, 0.0) + float(rows[-1]["s"])
+        seconds = benchmark_seconds(path)
+        if seconds is not None:
+            totals[rule] = totals.get(rule, 0.0) + seconds
     return {
         "by_rule": {rule: round(s, 1) for rule, s in totals.items()},
         "jobs_by_rule": jobs,

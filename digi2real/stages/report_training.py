@@ -33,21 +33,13 @@ DIGIFACE_PAPER = "the DigiFace-1M paper (Bae et al., WACV 2023)"
 @dataclass(frozen=True)
 class Published:
     """A published recognizer's accuracies (%), by bin name, and its 5-benchmark average as
-    published (None: computed from the five when all are given)."""
+    published (None: its Row computes it from the five when all are given)."""
 
     dataset: str
     images: str
     accuracy: dict[str, float]
     published_average: float | None
     source: str
-
-    @property
-    def average(self) -> float | None:
-        return (
-            self.published_average
-            if self.published_average is not None
-            else five_average(self.accuracy)
-        )
 
 
 # Every published figure the page compares with, in one place, each with its source.
@@ -247,16 +239,17 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def job_seconds(path: Path) -> float:
-    """Seconds a job ran, from its Snakemake benchmark file (column `s`, the last row: a
-    repeated benchmark's last run)."""
-    import csv
+    """Seconds a job ran, from its Snakemake benchmark file, as the card reads them; one line
+    naming the file where it holds none."""
+    from digi2real.stages.card import benchmark_seconds
 
-    with open(path, newline="") as stream:
-        rows = list(csv.DictReader(stream, delimiter="\t"))
     try:
-        return float(rows[-1]["s"])
-    except (IndexError, KeyError, TypeError, ValueError):
-        raise DataError(f"{path}: no seconds (column `s`) in this benchmark file") from None
+        seconds = benchmark_seconds(path)
+    except ValueError:
+        seconds = None
+    if seconds is None:
+        raise DataError(f"{path}: no seconds (column `s`) in this benchmark file")
+    return seconds
 
 
 # --- the table -----------------------------------------------------------------------------
