@@ -200,6 +200,28 @@ def _set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def training_step(
+    model: torch.nn.Module,
+    backbone: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    faces: torch.Tensor,
+    labels: torch.Tensor,
+    grad_clip: float,
+) -> torch.Tensor:
+    """One step of arcface_torch's recipe: the margin loss of `model` (backbone and head, or
+    their DDP wrapper), its gradients scaled (a no-op off CUDA), unscaled to clip the
+    backbone's norm at `grad_clip`, then the optimizer's step; the loss."""
+    loss = model(faces, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(backbone.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss
+
+
 def train(
     settings: TrainSettings,
     data: TrainingSet,
@@ -331,13 +353,9 @@ def train(
             interval["wait"] += time.monotonic() - fetched
             faces = faces.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            loss = trained(faces, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(backbone.parameters(), settings.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            loss = training_step(
+                trained, backbone, optimizer, scaler, faces, labels, settings.grad_clip
+            )
             lr = optimizer.param_groups[0]["lr"]  # this step's, before the schedule moves on
             scheduler.step()
             step += 1

@@ -36,13 +36,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from digi2real.config import resolve_config  # noqa: E402
 from digi2real.exports import write_labelled_recordio  # noqa: E402
 from digi2real.iresnet import iresnet  # noqa: E402
 from digi2real.margin import MarginHead  # noqa: E402
-from digi2real.training import Recognizer, TrainingSet  # noqa: E402
+from digi2real.training import Recognizer, TrainingSet, training_step  # noqa: E402
 from digi2real.training_data import RecordIOFaces, TrainingImages  # noqa: E402
 
 MARGIN = 3.0  # the loader must be able to feed at least this many times what training eats
+GRAD_CLIP = resolve_config({})["train"]["grad_clip"]  # the recipe's default, arcface_torch's
 
 
 def synthetic_export(folder: Path, images: int, classes: int) -> RecordIOFaces:
@@ -76,16 +78,6 @@ def loader_rate_per_worker(dataset: TrainingImages, count: int) -> float:
         return count / (time.perf_counter() - started)
     finally:
         torch.set_num_threads(threads)
-
-
-def training_step(model, optimizer, scaler, faces, labels) -> None:
-    loss = model(faces, labels)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.backbone.parameters(), 5.0)
-    scaler.step(optimizer)
-    scaler.update()
 
 
 def synchronize(device: torch.device) -> None:
@@ -129,11 +121,11 @@ def main() -> None:
         faces = torch.stack([dataset[i][0] for i in range(batch)]).to(device)
         labels = torch.as_tensor(data.classes[:batch]).to(device)
         for _ in range(2):  # warm-up: cuDNN's algorithm search, the allocator
-            training_step(model, optimizer, scaler, faces, labels)
+            training_step(model, backbone, optimizer, scaler, faces, labels, GRAD_CLIP)
         synchronize(device)
         started = time.perf_counter()
         for _ in range(steps):
-            training_step(model, optimizer, scaler, faces, labels)
+            training_step(model, backbone, optimizer, scaler, faces, labels, GRAD_CLIP)
         synchronize(device)
         training_rate = steps * batch / (time.perf_counter() - started)
         print(f"(b) training alone: {training_rate:.1f} images/s")
@@ -155,10 +147,12 @@ def main() -> None:
                 waited += time.perf_counter() - fetched
                 training_step(
                     model,
+                    backbone,
                     optimizer,
                     scaler,
                     batch_faces.to(device, non_blocking=True),
                     batch_labels.to(device, non_blocking=True),
+                    GRAD_CLIP,
                 )
                 synchronize(device)  # so that the wait measured is the device's idle time
                 done += 1
