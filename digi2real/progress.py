@@ -42,6 +42,9 @@ class Progress:
         )
 
 
+STOPPED = 143  # a long job's exit code after SIGTERM, as a shell reports a process ended by it
+
+
 class StopFlag:
     """Set by SIGTERM (SLURM's warning before a kill or a preemption) and SIGINT while the
     block it guards runs; the handlers before it are back once the block ends."""

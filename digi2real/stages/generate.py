@@ -22,7 +22,6 @@ CONFIG_KEYS = [
     "plan.images_per_identity",
     "quality.face",
 ]
-STOPPED = 143  # exit code after SIGTERM, as a shell reports a process ended by it
 
 HELP = "generate and check one shard (GPU job)"
 ARGUMENTS = (
@@ -39,7 +38,7 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
     import torch
 
     from digi2real import faces, formats, generation, models, shard_generation, shard_store
-    from digi2real.progress import StopFlag, log
+    from digi2real.progress import STOPPED, StopFlag, log
     from digi2real.testing import Faults
 
     # 1. Inputs and settings, checked before any model loads; what a killed job left half

@@ -13,7 +13,6 @@ from digi2real.config import Config
 from digi2real.stages import Argument
 
 CONFIG_KEYS: list[str] = ["seed", "train", "benchmark.bins", "benchmark.batch_size"]
-STOPPED = 143  # exit code after SIGTERM, as a shell reports a process ended by it
 
 HELP = "train a face recognizer on an export (GPU job; under torchrun, one process per GPU)"
 ARGUMENTS = (
@@ -47,7 +46,7 @@ def run(
 
     from digi2real import training, verification
     from digi2real.atomic import atomic_path
-    from digi2real.progress import StopFlag, log
+    from digi2real.progress import STOPPED, StopFlag, log
     from digi2real.training_data import open_export
 
     settings = training.TrainSettings.from_config(config)
@@ -127,7 +126,7 @@ def launch(processes: int) -> int:
     import sys
     import time
 
-    from digi2real.progress import StopFlag, log
+    from digi2real.progress import STOPPED, StopFlag, log
 
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
