@@ -26,6 +26,15 @@ def forced_detections() -> bool:
     return os.environ.get("DIGI2REAL_FORCE_DETECTIONS") == "1"
 
 
+def first_time(marker: Path) -> bool:
+    """Whether a once-only fault has not yet hit: `marker` is absent (and is left now)."""
+    if marker.exists():
+        return False
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    return True
+
+
 class Faults:
     """Fault injection for the tests, read from the environment; inert when unset."""
 
@@ -54,12 +63,10 @@ class Faults:
     def batch_generated(self, should_stop: Callable[[], bool], timeout: float = 600) -> None:
         self.batches += 1
         if self.wait_after_batches and self.batches == self.wait_after_batches:
-            if self.wait_once_dir:
-                marker = Path(self.wait_once_dir) / f"wait-shard-{self.shard}"
-                if marker.exists():
-                    return
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.touch()
+            if self.wait_once_dir and not first_time(
+                Path(self.wait_once_dir) / f"wait-shard-{self.shard}"
+            ):
+                return
             deadline = time.monotonic() + timeout
             while not should_stop() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -67,12 +74,8 @@ class Faults:
     def before_commit(self) -> None:
         if self.fail:
             raise RuntimeError(f"shard {self.shard}: failure injected by DIGI2REAL_FAIL_SHARDS")
-        if self.fail_once_dir:
-            marker = Path(self.fail_once_dir) / f"shard-{self.shard}"
-            if not marker.exists():
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.touch()
-                raise RuntimeError(f"shard {self.shard}: one failure injected")
+        if self.fail_once_dir and first_time(Path(self.fail_once_dir) / f"shard-{self.shard}"):
+            raise RuntimeError(f"shard {self.shard}: one failure injected")
 
 
 class TrainingFaults:
@@ -91,12 +94,7 @@ class TrainingFaults:
         if not self.once_dir:
             return True
         job = hashlib.sha256(str(self.work.absolute()).encode()).hexdigest()[:16]
-        marker = Path(self.once_dir) / f"train-{job}-{os.environ.get('RANK', '0')}"
-        if marker.exists():
-            return False
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-        return True
+        return first_time(Path(self.once_dir) / f"train-{job}-{os.environ.get('RANK', '0')}")
 
     def step_done(self, step: int) -> None:
         if self.kill_after and step == self.kill_after and self._first_time():
