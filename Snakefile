@@ -22,7 +22,7 @@ wildcard_constraints:
     space=EMBEDDING_SPACES,
     shard=r"\d+",
     # A sub-run's prefix under the results (workflow/rules/train.smk): "" is the run itself.
-    run=r"|baseline/digiface/|checkpoints/[A-Za-z0-9_.-]+/",
+    run=r"|baseline/digiface/|mixin/|checkpoints/[A-Za-z0-9_.-]+/",
 
 
 include: "workflow/rules/index.smk"

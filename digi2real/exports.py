@@ -11,8 +11,12 @@
 - ImageFolder: a folder per identity named `<label>_<identity>`, the label zero-padded, so that
   torchvision's sorted folder order is the label order.
 
-Labels are 0..C-1 over the kept identities in manifest order, the same in every format and in
-each export's `labels.csv`.
+Labels are 0..C-1 over the kept identities in manifest order, then, with a real-data mix-in
+(export.mixin, digi2real/mixin.py), C..C+R-1 over its R real identities in their sample's
+order: the same in every format and in each export's `labels.csv` (label, identity, images,
+source), whose `source` says `synthetic` or `real` and whose identity is the name within that
+source. A class is its label, never its name: a real identity named as a synthetic one stays
+a class of its own (an ImageFolder's folder names start with the label).
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from digi2real.errors import DataError
 from digi2real.shard_store import IMAGE_SUFFIX, MemberSpan, member_spans, read_member
 
 RECORD_MAGIC = 0xCED7230A  # dmlc-core's kMagic, at the head of every record part
 IR_HEADER = struct.Struct("<IfQQ")  # MXNet's IRHeader: flag, label, id, id2
 IMAGE_SIZE = 112
+# labels.csv's `source` of a generated identity, and of a mixed-in real one (export.mixin).
+SYNTHETIC, REAL = "synthetic", "real"
 
 
 @dataclass(frozen=True)
@@ -45,10 +52,58 @@ class Sample:
     label: int
     identity: str
     image_index: int
-    archive: Path  # the shard's image archive
+    archive: Path  # the shard's image archive (the mix-in's faces.zip for a real face)
     crop: str  # the aligned 112x112 crop's member name in it
     span: MemberSpan  # where its bytes lie in the archive
     meta: dict  # what the WebDataset .json holds besides the label
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The export's classes: label k is identity `identities[k]` of source `sources[k]`."""
+
+    identities: list[str]
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+
+def export_samples(
+    manifest: pa.Table, results: Path, mixin: Path | None = None
+) -> tuple[Classes, list[Sample]]:
+    """Every class and sample of an export: the synthetic ones of `manifest`, then the real
+    ones of the mix-in folder `mixin` (sample_mixin's), labelled after them."""
+    identities, samples = labelled_samples(manifest, results)
+    classes = Classes(identities, [SYNTHETIC] * len(identities))
+    if mixin is None:
+        return classes, samples
+    real, real_samples = mixin_samples(mixin, first_label=len(identities))
+    return Classes(identities + real, classes.sources + [REAL] * len(real)), samples + real_samples
+
+
+def mixin_samples(folder: Path, first_label: int) -> tuple[list[str], list[Sample]]:
+    """The mix-in's identities in sample order (the one at position p has label first_label +
+    p) and its faces, grouped by label."""
+    from digi2real.mixin import FACES, read_faces
+
+    faces = read_faces(folder)
+    archive = folder / FACES
+    spans = member_spans(archive, [face.member for face in faces])
+    names: dict[int, str] = {}
+    samples = []
+    for face in faces:
+        names[face.position] = face.identity
+        label = first_label + face.position
+        meta = {"identity": face.identity, "image_index": face.image, "label": label}
+        samples.append(
+            Sample(label, face.identity, face.image, archive, face.member, spans[face.member],
+                   {**meta, "source": REAL})
+        )  # fmt: skip
+    if sorted(names) != list(range(len(names))):
+        raise DataError(f"{folder}: the mix-in's positions are not 0..{len(names) - 1}")
+    samples.sort(key=lambda sample: sample.label)
+    return [names[p] for p in range(len(names))], samples
 
 
 def labelled_samples(manifest: pa.Table, results: Path) -> tuple[list[str], list[Sample]]:
@@ -84,6 +139,7 @@ def labelled_samples(manifest: pa.Table, results: Path) -> tuple[list[str], list
                 "t": float(t),
                 "det_score": float(det),
                 "cos_prototype": float(cos),
+                "source": SYNTHETIC,
             },
         )
         for identity, index, archive, aligned, seed, t, det, cos in zip(
@@ -94,18 +150,20 @@ def labelled_samples(manifest: pa.Table, results: Path) -> tuple[list[str], list
     return identities, samples
 
 
-def labels_csv(identities: list[str], counts: list[int]) -> str:
-    """label, identity, images: one row per label, with its image count."""
+def labels_csv(classes: Classes, counts: list[int]) -> str:
+    """label, identity, images, source: one row per label, with its image count."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["label", "identity", "images"])
-    for label, identity in enumerate(identities):
-        writer.writerow([label, identity, int(counts[label])])
+    writer.writerow(["label", "identity", "images", "source"])
+    for label, (identity, source) in enumerate(
+        zip(classes.identities, classes.sources, strict=True)
+    ):
+        writer.writerow([label, identity, int(counts[label]), source])
     return buffer.getvalue()
 
 
-def image_counts(identities: list[str], samples: list[Sample]) -> list[int]:
-    return np.bincount([s.label for s in samples], minlength=len(identities)).tolist()
+def image_counts(classes: Classes, samples: list[Sample]) -> list[int]:
+    return np.bincount([s.label for s in samples], minlength=len(classes)).tolist()
 
 
 def crop_bytes(sample: Sample) -> bytes:
@@ -176,19 +234,19 @@ def pack(label: float | list[float], payload: bytes = b"", record_id: int = 0) -
     return IR_HEADER.pack(0, float(label), record_id, 0) + payload
 
 
-def write_recordio(folder: Path, identities: list[str], samples: list[Sample], quality: int):
+def write_recordio(folder: Path, classes: Classes, samples: list[Sample], quality: int):
     """train.rec, train.idx (`key<TAB>offset` per record, in writing order), property and
     labels.csv into `folder`, which must be new and empty (the caller renames it into place)."""
     labels = [sample.label for sample in samples]
-    write_labelled_recordio(folder, identities, zip(labels, jpegs(samples, quality), strict=True))
+    write_labelled_recordio(folder, classes, zip(labels, jpegs(samples, quality), strict=True))
 
 
 def write_labelled_recordio(
-    folder: Path, identities: list[str], images: Iterable[tuple[int, bytes]]
+    folder: Path, labelled: Classes, images: Iterable[tuple[int, bytes]]
 ) -> None:
     """The RecordIO export of `images`, (label, JPEG) pairs grouped by label in label order,
     into the new folder `folder`."""
-    classes, counts = len(identities), [0] * len(identities)
+    classes, counts = len(labelled), [0] * len(labelled)
     with open(folder / "train.rec", "wb") as rec, open(folder / "train.idx", "w") as idx:
 
         def write(key: int, data: bytes) -> None:
@@ -206,7 +264,7 @@ def write_labelled_recordio(
             write(n + 1 + label, pack([float(bounds[label]), float(bounds[label + 1])]))
         write(0, pack([float(n + 1), float(n + 1 + classes)]))  # last, as insightface's tool
     (folder / "property").write_text(f"{classes},{IMAGE_SIZE},{IMAGE_SIZE}\n")
-    (folder / "labels.csv").write_text(labels_csv(identities, counts))
+    (folder / "labels.csv").write_text(labels_csv(labelled, counts))
 
 
 # --- WebDataset --------------------------------------------------------------------------------
@@ -214,7 +272,7 @@ def write_labelled_recordio(
 
 def write_webdataset(
     folder: Path,
-    identities: list[str],
+    classes: Classes,
     samples: list[Sample],
     quality: int,
     per_shard: int,
@@ -255,7 +313,7 @@ def write_webdataset(
         shards.append({"url": name, "nsamples": len(chunk)})
     index = {"wids_version": 1, "name": "digi2real", "shardlist": shards}
     (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-    (folder / "labels.csv").write_text(labels_csv(identities, image_counts(identities, samples)))
+    (folder / "labels.csv").write_text(labels_csv(classes, image_counts(classes, samples)))
 
 
 # --- ImageFolder ---------------------------------------------------------------------------------
@@ -267,12 +325,12 @@ def imagefolder_name(label: int, identity: str, classes: int) -> str:
     return f"{label:0{len(str(max(classes - 1, 0)))}d}_{identity}"
 
 
-def write_imagefolder(folder: Path, identities: list[str], samples: list[Sample]) -> None:
+def write_imagefolder(folder: Path, classes: Classes, samples: list[Sample]) -> None:
     """A folder per identity holding its crops, as stored, and labels.csv, into the new folder
     `folder`."""
-    for label, identity in enumerate(identities):
-        (folder / imagefolder_name(label, identity, len(identities))).mkdir()
+    for label, identity in enumerate(classes.identities):
+        (folder / imagefolder_name(label, identity, len(classes))).mkdir()
     for sample in samples:
-        target = folder / imagefolder_name(sample.label, sample.identity, len(identities))
+        target = folder / imagefolder_name(sample.label, sample.identity, len(classes))
         (target / f"{sample.image_index}{Path(sample.crop).suffix}").write_bytes(crop_bytes(sample))
-    (folder / "labels.csv").write_text(labels_csv(identities, image_counts(identities, samples)))
+    (folder / "labels.csv").write_text(labels_csv(classes, image_counts(classes, samples)))

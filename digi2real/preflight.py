@@ -57,13 +57,19 @@ def preflight(config: Config, folders: layout.InputFolders | None = None) -> lis
 
 def _check_training(config: Config) -> None:
     """The training's and the benchmark's inputs, before any job runs: the export it reads is
-    made, and every verification file, checkpoint and IJB meta file is there."""
+    made, the mix-in's source and every verification file, checkpoint and IJB meta file are
+    there."""
     train, benchmark = config["train"], config["benchmark"]
     if train["enabled"] and train["data"] not in config["export"]["formats"]:
         raise ConfigError(
             f"config key train.data: {train['data']}, but export.formats "
             f"{config['export']['formats']} does not make it"
         )
+    mixin = config["export"]["mixin"]
+    if mixin is not None:
+        source = Path(mixin["source"]).expanduser()
+        if not built_by_the_demo(config, source) and not source.is_dir():
+            raise ConfigError(f"config key export.mixin.source: {source} is not a folder")
     files = {f"benchmark.bins.{name}": path for name, path in benchmark["bins"].items()}
     for name, checkpoint in benchmark["checkpoints"].items():
         files[f"benchmark.checkpoints.{name}.path"] = checkpoint["path"]

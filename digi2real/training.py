@@ -39,7 +39,7 @@ from digi2real.errors import DataError
 from digi2real.iresnet import iresnet
 from digi2real.margin import MarginHead
 from digi2real.progress import log
-from digi2real.training_data import EpochPlan, FaceRecords, TrainingImages
+from digi2real.training_data import REAL, SYNTHETIC, EpochPlan, FaceRecords, TrainingImages
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -74,6 +74,10 @@ class TrainSettings:
     loader_workers: int = 0
     checkpoint_minutes: float = 30.0
     log_every_steps: int = 100
+    # Fine-tuning (train.mixin_mode finetune): the learning rates of the backbone and of the
+    # head, relative to `lr`; 1 for a training from scratch.
+    backbone_lr_scale: float = 1.0
+    head_lr_scale: float = 1.0
 
     # Settings that change no weight beyond rounding: a checkpoint written under other values
     # of these is resumed (another cpu_threads then makes the result equal within rounding,
@@ -83,24 +87,41 @@ class TrainSettings:
     @classmethod
     def from_config(cls, config) -> TrainSettings:
         train = config["train"]
-        names = {field.name for field in dataclasses.fields(cls)} - {"seed", "lr_steps"}
+        names = {field.name for field in dataclasses.fields(cls)} - {
+            "seed", "lr_steps", "backbone_lr_scale", "head_lr_scale"
+        }  # fmt: skip
         return cls(
             **{name: train[name] for name in names},
             lr_steps=tuple(train["lr_steps"]),
             seed=config["seed"],
         )
 
-    def fingerprint(self, records: FaceRecords, images: np.ndarray, world: int) -> str:
+    def fine_tuning(self, config) -> TrainSettings:
+        """These settings with train.finetune's learning-rate scales."""
+        scales = config["train"]["finetune"]
+        return dataclasses.replace(
+            self,
+            backbone_lr_scale=scales["backbone_lr_scale"],
+            head_lr_scale=scales["head_lr_scale"],
+        )
+
+    def fingerprint(
+        self, data: TrainingSet, world: int, init: dict[str, torch.Tensor] | None = None
+    ) -> str:
         """What a checkpoint must have been trained with to be resumed: the weight-changing
-        settings, the number of processes (a step's batch and an epoch's steps depend on it)
-        and the training images (their count, labels and which are kept)."""
+        settings, the number of processes (a step's batch and an epoch's steps depend on it),
+        the training images (their count, labels, classes and which are kept) and the initial
+        backbone a fine-tuning starts from."""
         settings = {
             key: value for key, value in dataclasses.asdict(self).items() if key not in self.PACING
         }
         settings["processes"] = world
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-        digest.update(np.ascontiguousarray(records.labels).tobytes())
-        digest.update(np.ascontiguousarray(images).tobytes())
+        digest.update(np.ascontiguousarray(data.records.labels).tobytes())
+        digest.update(np.ascontiguousarray(data.classes).tobytes())
+        for name, tensor in sorted((init or {}).items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
 
@@ -118,17 +139,27 @@ class Recognizer(torch.nn.Module):
 @dataclass(frozen=True)
 class TrainingSet:
     """The images trained on: `classes[i]` is image i's class, -1 for an image left out (an
-    identity flagged as a benchmark leak); classes are 0..num_classes-1."""
+    identity flagged as a benchmark leak, or of a source not trained on); classes are
+    0..num_classes-1."""
 
     records: FaceRecords
     classes: np.ndarray
     num_classes: int
 
     @classmethod
-    def without(cls, records: FaceRecords, excluded: set[str]) -> TrainingSet:
-        """Every image of `records` but those of the identities `excluded`, the classes of the
-        others renumbered in label order."""
-        kept = [identity not in excluded for identity in records.identities]
+    def without(
+        cls,
+        records: FaceRecords,
+        excluded: set[tuple[str, str]],
+        sources: frozenset[str] = frozenset({SYNTHETIC, REAL}),
+    ) -> TrainingSet:
+        """Every image of `records` of the identities of `sources` but those `excluded`, each
+        a (source, identity) pair, the classes of the others renumbered in label order. By its
+        source too: a real identity may bear a synthetic one's name."""
+        kept = [
+            source in sources and (source, identity) not in excluded
+            for identity, source in zip(records.identities, records.sources, strict=True)
+        ]
         renumbered = np.cumsum(kept) - 1
         class_of_label = np.where(kept, renumbered, -1)
         classes = class_of_label[records.labels] if len(records) else records.labels
@@ -229,10 +260,12 @@ def train(
     device: torch.device,
     stop: Callable[[], bool],
     evaluate: Evaluate | None = None,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> torch.nn.Module | None:
     """Train on `data`, resuming from `work`'s checkpoint when one of the same settings and
     data is there; the trained backbone (on the CPU, eval mode), or None when `stop` asked to
-    stop (a checkpoint is then written). Every process of a DDP run calls it."""
+    stop (a checkpoint is then written). A fine-tuning starts from the backbone state `init`,
+    with a new head. Every process of a DDP run calls it."""
     rank, world = _world()
     # 1. Deterministic set-up: initial weights from the seed, a fixed thread count on the CPU.
     if device.type == "cpu":
@@ -242,6 +275,8 @@ def train(
 
     # 2. The network, head, optimizer, schedule and scaler.
     backbone = iresnet(settings.network, settings.embedding_size, fp16=mixed)
+    if init is not None:
+        backbone.load_state_dict(init)
     head = MarginHead(
         data.num_classes, settings.embedding_size, settings.loss, settings.scale, settings.margin
     )
@@ -251,7 +286,10 @@ def train(
         ids = [device.index] if device.type == "cuda" else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     optimizer = torch.optim.SGD(
-        [{"params": backbone.parameters()}, {"params": head.parameters()}],
+        [
+            {"params": backbone.parameters(), "lr": settings.lr * settings.backbone_lr_scale},
+            {"params": head.parameters(), "lr": settings.lr * settings.head_lr_scale},
+        ],
         lr=settings.lr,
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
@@ -271,7 +309,7 @@ def train(
         total = min(total, settings.max_steps)
 
     # 3. Resume from the checkpoint, if it is one of these settings and data.
-    fingerprint = settings.fingerprint(data.records, data.images, world)
+    fingerprint = settings.fingerprint(data, world, init)
     step = 0
     checkpoint_path = work / CHECKPOINT
     if checkpoint_path.exists():
@@ -356,7 +394,8 @@ def train(
             loss = training_step(
                 trained, backbone, optimizer, scaler, faces, labels, settings.grad_clip
             )
-            lr = optimizer.param_groups[0]["lr"]  # this step's, before the schedule moves on
+            # This step's, before the schedule moves on: the backbone's, and the head's.
+            lr, head_lr = (group["lr"] for group in optimizer.param_groups)
             scheduler.step()
             step += 1
             # Summed on the device: a float() each step would wait for the GPU every step.
@@ -369,6 +408,7 @@ def train(
                     "epoch": epoch,
                     "loss": float(interval["loss"]) / interval["steps"],
                     "lr": lr,
+                    "head_lr": head_lr,
                     "images_per_second": interval["steps"] * settings.batch_size * world / elapsed,
                     "data_wait_share": interval["wait"] / elapsed,
                 }

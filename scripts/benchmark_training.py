@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from digi2real.config import resolve_config  # noqa: E402
-from digi2real.exports import write_labelled_recordio  # noqa: E402
+from digi2real.exports import SYNTHETIC, Classes, write_labelled_recordio  # noqa: E402
 from digi2real.iresnet import iresnet  # noqa: E402
 from digi2real.margin import MarginHead  # noqa: E402
 from digi2real.training import Recognizer, TrainingSet, training_step  # noqa: E402
@@ -61,7 +61,8 @@ def synthetic_export(folder: Path, images: int, classes: int) -> RecordIOFaces:
             yield k * classes // images, buffer.getvalue()
 
     folder.mkdir()
-    write_labelled_recordio(folder, [f"id{c}" for c in range(classes)], faces())
+    names = [f"id{c}" for c in range(classes)]
+    write_labelled_recordio(folder, Classes(names, [SYNTHETIC] * classes), faces())
     return RecordIOFaces(folder)
 
 

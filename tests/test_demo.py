@@ -136,8 +136,10 @@ def test_build_is_byte_identical(root, tmp_path):
     ours = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     again = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert ours == again
-    # and the verification file of held-out identities (benchmarks/demo.bin)
-    assert len(ours) == N_IDENTITIES * IMAGES_PER_IDENTITY + N_FFHQ + len(MODEL_FILES) + 1
+    # and the verification file of held-out identities (benchmarks/demo.bin), and the mix-in's
+    # "real" identities (one of a single image)
+    mixin = demo.faces.MIXIN_IDENTITIES * demo.faces.MIXIN_IMAGES + 1
+    assert len(ours) == N_IDENTITIES * IMAGES_PER_IDENTITY + N_FFHQ + len(MODEL_FILES) + 1 + mixin
     for relative in ours:
         assert (root / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative
 

@@ -82,7 +82,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def assert_exports_hold_every_passed_image(results: Path, mxnet_python: Path, tmp_path: Path):
-    """Shared by the workflow tests: every passed image once, its label, 112x112, its crop."""
+    """Shared by the workflow tests: every passed image once, its label, 112x112, its crop;
+    then the mix-in's real faces (results/mixin/sample), if any, labelled after them. Keyed by
+    label, never by name: a real identity may bear a synthetic one's name."""
+    import csv
     import io
     import zipfile
 
@@ -92,18 +95,45 @@ def assert_exports_hold_every_passed_image(results: Path, mxnet_python: Path, tm
     manifest = pq.read_table(results / "manifest.parquet").to_pylist()
     passed = [r for r in manifest if r["passed"]]
     identities = list(dict.fromkeys(r["identity"] for r in passed))
+    classes = [(identity, "synthetic") for identity in identities]
     label = {identity: k for k, identity in enumerate(identities)}
-    crop = {}
+    crop = {}  # (label, image index): the pixels the export must hold
     for r in passed:  # the aligned crops, from the shards' archives
         with zipfile.ZipFile(results / r["archive"]) as archive:
             data = archive.read(r["aligned_path"])
-        crop[(r["identity"], r["image_index"])] = np.asarray(Image.open(io.BytesIO(data)))
-    expected = sorted((label[i], i, k) for i, k in crop)
+        crop[(label[r["identity"]], r["image_index"])] = np.asarray(Image.open(io.BytesIO(data)))
+    sample = results / "mixin/sample"
+    if sample.exists():  # the real faces, as the mix-in's source holds them
+        with open(sample / "faces.csv", newline="") as file:
+            faces = list(csv.DictReader(file))
+        for face in faces:
+            position = int(face["position"])
+            if len(classes) == len(identities) + position:
+                classes.append((face["identity"], "real"))
+            data = zipfile.ZipFile(sample / "faces.zip").read(face["member"])
+            pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            crop[(len(identities) + position, int(face["image"]))] = pixels
+    # What the JPEG exports hold: each crop stored as PNG, encoded once at the export's quality
+    # (95, as insightface's builder). A textured face loses more to it than the synthetic
+    # crops do (PSNR 37 at 95), so each is compared with its own JPEG, decoded by another
+    # decoder than MXNet's or webdataset's: only decoding differences are left.
+    def jpeg_of(pixels: np.ndarray) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+        return np.asarray(Image.open(buffer))
+
+    as_exported = {key: jpeg_of(pixels) for key, pixels in crop.items()}
+    names = [identity for identity, _ in classes]
+    expected = sorted((lab, names[lab], k) for lab, k in crop)
     export = results / "export"
     labels_files = {p.read_text() for p in export.glob("*/labels.csv")}
     assert len(labels_files) == 1, "every export has the same labels"
-    rows = [line.split(",") for line in labels_files.pop().splitlines()[1:]]
-    assert [(int(a), b) for a, b, _ in rows] == list(enumerate(identities))
+    rows = list(csv.DictReader(io.StringIO(labels_files.pop())))
+    assert [(int(r["label"]), r["identity"], r["source"]) for r in rows] == [
+        (k, identity, source) for k, (identity, source) in enumerate(classes)
+    ]
+    counts = np.bincount([lab for lab, _, _ in expected], minlength=len(classes))
+    assert [int(r["images"]) for r in rows] == counts.tolist()
 
     # RecordIO, the way insightface's arcface_torch reads it.
     script = tmp_path / "read.py"
@@ -132,14 +162,14 @@ def assert_exports_hold_every_passed_image(results: Path, mxnet_python: Path, tm
     read = np.load(out)
     assert read["labels"].tolist() == [float(lab) for lab, _, _ in expected]
     assert read["images"].shape == (len(expected), 112, 112, 3)
-    for (_, identity, k), image in zip(expected, read["images"], strict=True):
-        assert psnr(image, crop[(identity, k)]) >= 38, (identity, k)
-    starts = np.searchsorted([lab for lab, _, _ in expected], np.arange(len(identities)))
+    for (lab, _, k), image in zip(expected, read["images"], strict=True):
+        assert psnr(image, as_exported[(lab, k)]) >= 38, (lab, k)
+    starts = np.searchsorted([lab for lab, _, _ in expected], np.arange(len(classes)))
     assert read["ranges"].tolist() == [
         [float(s + 1), float(e + 1)]
         for s, e in zip(starts, [*starts[1:], len(expected)], strict=True)
     ]
-    assert (export / "recordio/property").read_text().strip() == f"{len(identities)},112,112"
+    assert (export / "recordio/property").read_text().strip() == f"{len(classes)},112,112"
 
     # WebDataset, streamed by the webdataset library and indexed by wids.
     import webdataset as wds
@@ -149,26 +179,28 @@ def assert_exports_hold_every_passed_image(results: Path, mxnet_python: Path, tm
     seen = []
     for sample in wds.WebDataset(tars, shardshuffle=False).decode("rgb8"):
         meta = sample["json"]
-        assert int(sample["cls"]) == meta["label"] == label[meta["identity"]]
+        assert int(sample["cls"]) == meta["label"]
+        assert (meta["identity"], meta["source"]) == classes[meta["label"]]
         image = sample["jpg"]
         assert image.shape == (112, 112, 3)
-        assert psnr(image, crop[(meta["identity"], meta["image_index"])]) >= 38
+        assert psnr(image, as_exported[(meta["label"], meta["image_index"])]) >= 38
         seen.append((meta["label"], meta["identity"], meta["image_index"]))
     assert sorted(seen) == expected and seen != expected  # all once, shuffled
     indexed = wids.ShardListDataset(str(export / "webdataset/index.json"))
     assert len(indexed) == len(expected)
-    assert int(indexed[len(expected) - 1][".cls"]) in range(len(identities))
+    assert int(indexed[len(expected) - 1][".cls"]) in range(len(classes))
 
-    # ImageFolder: sorted folder names are label order; the crops themselves, bit for bit.
+    # ImageFolder: sorted folder names (torchvision's classes) are label order, one folder a
+    # class even where two identities share a name; the crops themselves, bit for bit.
     folders = sorted(p for p in (export / "imagefolder").iterdir() if p.is_dir())
-    assert [f.name.split("_", 1)[1] for f in folders] == identities
+    assert [f.name.split("_", 1)[1] for f in folders] == names
     walked = sorted(
-        (position, identity, int(image.stem))
+        (position, folder.name.split("_", 1)[1], int(image.stem))
         for position, folder in enumerate(folders)
-        for identity in [folder.name.split("_", 1)[1]]
         for image in folder.iterdir()
     )
     assert walked == expected
-    for _, identity, k in walked:
-        folder = folders[label[identity]]
-        assert np.array_equal(np.asarray(Image.open(folder / f"{k}.png")), crop[(identity, k)])
+    for lab, _, k in walked:
+        (image,) = folders[lab].glob(f"{k}.*")
+        pixels = np.asarray(Image.open(image).convert("RGB"))
+        assert np.array_equal(pixels, crop[(lab, k)])

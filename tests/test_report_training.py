@@ -76,7 +76,7 @@ def write_tsv(path: Path, seconds: float) -> Path:
 
 def settings(gpus: int = 2, demo: str | None = None) -> dict:
     bins = {name: f"/data/{name}.bin" for name in FIVE}
-    return {"demo": demo, "train": {"gpus": gpus}, "benchmark": {"bins": bins}}
+    return {"demo": demo, "train": {"gpus": gpus, "mixin_mode": "mix"}, "benchmark": {"bins": bins}}
 
 
 @pytest.fixture

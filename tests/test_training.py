@@ -26,7 +26,7 @@ import yaml
 from PIL import Image
 
 from digi2real.config import resolve_config
-from digi2real.exports import write_labelled_recordio
+from digi2real.exports import SYNTHETIC, Classes, write_labelled_recordio
 from digi2real.training import TrainingSet
 from digi2real.training_data import EpochPlan, RecordIOFaces, TrainingImages, WebDatasetFaces
 
@@ -46,7 +46,7 @@ def face_jpeg(label: int, k: int) -> bytes:
 
 def write_recordio(folder: Path, images: list[tuple[int, bytes]], identities: list[str]) -> None:
     folder.mkdir(parents=True)
-    write_labelled_recordio(folder, identities, images)
+    write_labelled_recordio(folder, Classes(identities, [SYNTHETIC] * len(identities)), images)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_flips_and_pixels_depend_on_the_image_not_the_worker(export):
 @pytest.mark.unit
 def test_left_out_identities_leave_contiguous_classes(export):
     records = RecordIOFaces(export)
-    data = TrainingSet.without(records, {"id1"})
+    data = TrainingSet.without(records, {(SYNTHETIC, "id1")})
     assert data.num_classes == 3
     assert sorted(set(data.classes.tolist())) == [-1, 0, 1, 2]
     assert (data.classes[records.labels == 1] == -1).all()

@@ -18,6 +18,7 @@ from digi2real.demo.faces import (
     KEYPOINT_FRACTIONS,
     build_demo_benchmark,
     build_demo_data,
+    build_demo_mixin,
     draw_face,
     draw_ffhq_face,
     face_box,
@@ -45,6 +46,7 @@ __all__ = [
     "_build_encoder",  # tests build the encoder directly to compare it with the saved one
     "build_demo_assets",
     "build_demo_benchmark",
+    "build_demo_mixin",
     "build_demo_data",
     "build_tiny_models",
     "draw_face",
@@ -74,6 +76,7 @@ def build_demo_assets(
         seed=seed,
     )
     build_demo_benchmark(root / "benchmarks" / "demo.bin", seed=seed)
+    build_demo_mixin(root / "mixin", seed=seed)
     build_tiny_models(root / "models", seed=seed)
 
 

@@ -38,7 +38,7 @@ KEYPOINT_FRACTIONS = tuple(
 
 # Seed streams keep DigiFace identities, their per-image variation and FFHQ faces independent
 # (MODEL_STREAM seeds the ONNX recognizer's projection, in onnx_models).
-_IDENTITY_STREAM, _SHOT_STREAM, _FFHQ_STREAM, MODEL_STREAM = 11, 12, 13, 14
+_IDENTITY_STREAM, _SHOT_STREAM, _FFHQ_STREAM, MODEL_STREAM, _REAL_STREAM = 11, 12, 13, 14, 15
 _SUPERSAMPLE = 2  # PIL draws aliased shapes: draw large, then downsample
 
 # Skin is what the tiny detector looks for: red well above blue. Everything else (hair,
@@ -568,3 +568,40 @@ def build_demo_benchmark(path: Path, *, seed: int = 0) -> None:
         issame += [True, False]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bin(path, images, issame)
+
+
+# The demo's real-data mix-in (export.mixin): FFHQ-like people, several aligned 112x112 images
+# each, in identity folders named "0", "1", ... as the DigiFace-like subjects are, so that the
+# exports must keep a real "0" and a synthetic "0" apart. One more has too few images to be
+# drawn; one is the demo benchmark's first person (PLANTED_MIXIN_LEAK), which the leakage
+# search must flag.
+MIXIN_IDENTITIES = 6
+MIXIN_IMAGES = 3
+PLANTED_MIXIN_LEAK = "5"
+
+
+def draw_real_face(identity: int, image_index: int, *, seed: int = 0) -> Image.Image:
+    """One aligned 112x112 FFHQ-like image of a demo "real" person: FFHQ-like skin, shading
+    and texture, DigiFace-like framing (aligned)."""
+    person = _identity(identity, seed, _REAL_STREAM, _FFHQ_SKIN_TONES)
+    shot = _shot(identity, image_index, seed, _REAL_STREAM)
+    texture = np.random.default_rng([seed, _REAL_STREAM, identity, image_index])
+    return _render(person, shot, _Placement(112, (56.0, 60.0), 1.0), texture)
+
+
+def build_demo_mixin(root: Path, *, seed: int = 0) -> None:
+    """`root/<identity>/<k>.png`: MIXIN_IDENTITIES people of MIXIN_IMAGES images, one of them
+    the benchmark's first person (its first image there, each time), and one of a single
+    image."""
+    for identity in range(MIXIN_IDENTITIES):
+        folder = root / str(identity)
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(MIXIN_IMAGES):
+            if str(identity) == PLANTED_MIXIN_LEAK:
+                image = draw_face(BENCHMARK_IDENTITIES[0], 0, seed=seed)
+            else:
+                image = draw_real_face(identity, k, seed=seed)
+            image.save(folder / f"{k}.png")
+    short = root / str(MIXIN_IDENTITIES)
+    short.mkdir(parents=True, exist_ok=True)
+    draw_real_face(MIXIN_IDENTITIES, 0, seed=seed).save(short / "0.png")

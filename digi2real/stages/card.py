@@ -10,6 +10,7 @@ from pathlib import Path
 
 from digi2real.config import Config
 from digi2real.stages import Argument
+from digi2real.stages.sample_mixin import MIXIN_ARGUMENT
 
 CONFIG_KEYS = [
     "seed",
@@ -33,6 +34,8 @@ ARGUMENTS = (
     Argument("--evaluation", "evaluation.json", dest="evaluation_path"),
     Argument("--out", "dataset_card.json to write"),
     Argument("--page", "the card's page (.html) to write"),
+    MIXIN_ARGUMENT,
+    Argument("--mixin-leaks", "the mix-in's benchmark_leaks.csv (mixin_leaks)", default=None),
     Argument("benchmarks", "benchmark files of the jobs to account for", nargs="*"),
 )
 
@@ -46,19 +49,26 @@ def run(
     benchmarks: list[Path],
     out: Path,
     page: Path,
+    mixin: Path | None = None,
+    mixin_leaks: Path | None = None,
 ) -> dict:
     """The card of the aggregated `manifest` into `out` (JSON) and `page` (HTML), with the
-    model hashes of `models_path`, the certificate's headline from `evaluation_path` and the
-    seconds of the jobs whose `benchmarks` files are given."""
+    model hashes of `models_path`, the certificate's headline from `evaluation_path`, the
+    seconds of the jobs whose `benchmarks` files are given and the real identities of the
+    mix-in's sample `mixin`."""
     import pyarrow.parquet as pq
 
     from digi2real import certificate
     from digi2real.dataset import dataset_card
     from digi2real.formats import read_evaluation, read_model_hashes, write_card
+    from digi2real.mixin import card_section
 
-    # 1. What the dataset holds and how it was made.
+    # 1. What the dataset holds and how it was made: first, whether real faces are in it.
     table = pq.read_table(manifest)
-    content = dataset_card(table, config, read_model_hashes(models_path))
+    content = {
+        "mixin": card_section(mixin, mixin_leaks),
+        **dataset_card(table, config, read_model_hashes(models_path)),
+    }
     # 2. The certificate's headline, what it cost, what it takes on disk.
     content["certificate"] = certificate.headline(read_evaluation(evaluation_path))
     content["job_seconds"] = job_seconds(results / "benchmarks", benchmarks)
@@ -129,6 +139,9 @@ def write_card_page(path: Path, card: dict) -> None:
         "then filtered.",
         f"Certificate: {card['certificate']['status']}.",
     ]
+    mixin = card.get("mixin")
+    # A dataset with real faces mixed in says so before anything else.
+    warnings = [mixin["statement"]] if mixin else []
     tables = [
         Table(
             "Identities",
@@ -189,4 +202,23 @@ def write_card_page(path: Path, card: dict) -> None:
             "settings, models and Δ.",
         ),
     ]
-    write_page(path, "Dataset card", lead, tables)
+    if mixin:
+        tables.insert(
+            0,
+            Table(
+                "Real identities mixed in (export.mixin)",
+                ["", ""],
+                [
+                    ["source", mixin["source"]],
+                    ["kind", mixin["kind"]],
+                    ["seed", mixin["seed"]],
+                    ["real identities", mixin["identities"]],
+                    ["real images", mixin["images"]],
+                    ["identities of the source with enough images", mixin["eligible_identities"]],
+                    ["flagged as benchmark leaks", mixin["benchmark_leaks"]],
+                ],
+                note="Labels after the synthetic ones; labels.csv's `source` column says which "
+                "is which. The other tables are of the synthetic identities alone.",
+            ),
+        )
+    write_page(path, "Dataset card", lead, tables, warnings)

@@ -30,7 +30,7 @@ def run(config: Config, index: Path, manifest: Path, out: Path) -> None:
 
     from digi2real.atomic import atomic_folder
     from digi2real.errors import DataError
-    from digi2real.exports import write_labelled_recordio
+    from digi2real.exports import SYNTHETIC, Classes, write_labelled_recordio
     from digi2real.face_tensors import FACE_SIZE
     from digi2real.faces import UnreadableImage, read_image
     from digi2real.formats import read_index
@@ -68,7 +68,8 @@ def run(config: Config, index: Path, manifest: Path, out: Path) -> None:
 
     # 2. The export, built aside and renamed into place.
     with atomic_folder(out) as staging:
-        write_labelled_recordio(staging, identities, labelled_jpegs())
+        classes = Classes(identities, [SYNTHETIC] * len(identities))
+        write_labelled_recordio(staging, classes, labelled_jpegs())
         with open(staging / "skipped.csv", "w", newline="") as file:
             writer = csv.writer(file, lineterminator="\n")
             writer.writerow(["image", "reason"])

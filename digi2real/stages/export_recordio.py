@@ -7,6 +7,7 @@ from pathlib import Path
 
 from digi2real.config import Config
 from digi2real.stages import Argument
+from digi2real.stages.sample_mixin import MIXIN_ARGUMENT
 
 CONFIG_KEYS: list[str] = ["export.jpeg_quality"]
 
@@ -15,19 +16,27 @@ ARGUMENTS = (
     Argument("--results", "results folder"),
     Argument("--manifest", "the aggregated manifest.parquet"),
     Argument("--out", "export/recordio folder to write"),
+    MIXIN_ARGUMENT,
 )
 
 
-def run(config: Config, results: Path, manifest: Path, out: Path) -> None:
-    """The export of the aggregated `manifest` (paths under `results`) into the folder `out`,
-    built aside and renamed into place."""
+def run(
+    config: Config, results: Path, manifest: Path, out: Path, mixin: Path | None = None
+) -> None:
+    """The export of the aggregated `manifest` (paths under `results`) and of the real
+    identities of `mixin`, labelled after them, into the folder `out`, built aside and renamed
+    into place."""
     import pyarrow.parquet as pq
 
     from digi2real.atomic import atomic_folder
-    from digi2real.exports import labelled_samples, write_recordio
+    from digi2real.exports import REAL, export_samples, write_recordio
     from digi2real.progress import log
 
-    identities, samples = labelled_samples(pq.read_table(manifest), results)
+    classes, samples = export_samples(pq.read_table(manifest), results, mixin)
     with atomic_folder(out) as staging:
-        write_recordio(staging, identities, samples, config["export"]["jpeg_quality"])
-    log.info("export_recordio: %d images of %d identities", len(samples), len(identities))
+        write_recordio(staging, classes, samples, config["export"]["jpeg_quality"])
+    real = classes.sources.count(REAL)
+    log.info(
+        "export_recordio: %d images of %d identities (%d of them real)",
+        len(samples), len(classes), real,
+    )  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from digi2real.config import Config
 from digi2real.stages import Argument
+from digi2real.stages.sample_mixin import MIXIN_ARGUMENT
 
 CONFIG_KEYS = ["quality", "digiface.root", "ffhq.root", "gallery.root"]
 # results/report/<name>.png, in the order the report shows them
@@ -20,6 +21,8 @@ ARGUMENTS = (
     Argument("--evaluation", "evaluation.json, beside its tables", dest="evaluation_path"),
     Argument("--samples", "sample grid .png to write"),
     Argument("--figures", "folder of the certificate's figures"),
+    MIXIN_ARGUMENT,
+    Argument("--mixin-leaks", "the mix-in's benchmark_leaks.csv (mixin_leaks)", default=None),
 )
 
 
@@ -30,14 +33,18 @@ def run(
     evaluation_path: Path,
     samples: Path,
     figures: Path,
+    mixin: Path | None = None,
+    mixin_leaks: Path | None = None,
 ) -> None:
     """The sample grid of the aggregated `manifest` into `samples`; the certificate of
-    `evaluation_path` (a page and a CSV table) and FIGURES into the folder `figures`."""
+    `evaluation_path` (a page and a CSV table) and FIGURES into the folder `figures`; with a
+    real-data mix-in (the sample `mixin`), the page says so first."""
     import pyarrow.parquet as pq
 
     from digi2real import certificate, plots
     from digi2real.dataset import sample_grid
     from digi2real.formats import read_evaluation
+    from digi2real.mixin import card_section
 
     # 1. Inputs: the manifest, the evaluation and its tables.
     table = pq.read_table(manifest)
@@ -48,7 +55,8 @@ def run(
     headline = certificate.headline(evaluation)
     # 2. The certificate, on the page and as a table.
     figures.mkdir(parents=True, exist_ok=True)
-    write_certificate_page(figures / "certificate.html", headline, evaluation)
+    real = card_section(mixin, mixin_leaks)
+    write_certificate_page(figures / "certificate.html", headline, evaluation, real)
     write_certificate_table(headline, figures / "certificate.csv")
     # 3. The figures of the measures, then the images behind them.
     plots.verification_plot(evaluation, figures / "verification.png")
@@ -100,7 +108,9 @@ def write_certificate_table(headline: dict, path: Path) -> None:
         temporary.write_text(buffer.getvalue())
 
 
-def write_certificate_page(path: Path, headline: dict, evaluation: dict) -> None:
+def write_certificate_page(
+    path: Path, headline: dict, evaluation: dict, mixin: dict | None = None
+) -> None:
     from digi2real import certificate
     from digi2real.pages import Table, write_page
 
@@ -142,7 +152,18 @@ def write_certificate_page(path: Path, headline: dict, evaluation: dict) -> None
             if name not in judged
         ],
     )
-    write_page(path, "Certificate", lead, [verdicts, others])
+    # The measures stay the synthetic identities' alone: the mix-in's real faces are counted
+    # here, first, and in no measure.
+    warnings = (
+        [
+            mixin["statement"],
+            f"Every measure below is of the synthetic identities alone; the training set also "
+            f"holds the {mixin['identities']:,} real identities ({mixin['images']:,} images).",
+        ]
+        if mixin
+        else []
+    )
+    write_page(path, "Certificate", lead, [verdicts, others], warnings)
 
 
 class Roots:

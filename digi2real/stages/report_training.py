@@ -13,7 +13,7 @@ from digi2real.config import Config
 from digi2real.errors import DataError
 from digi2real.stages import Argument
 
-CONFIG_KEYS = ["demo", "train.gpus", "benchmark.bins"]
+CONFIG_KEYS = ["demo", "train.gpus", "train.mixin_mode", "benchmark.bins"]
 
 # The field's five verification benchmarks (benchmark.bins names, as insightface's files) and
 # their headings; their mean is the figure synthetic-set papers compare.
@@ -138,7 +138,15 @@ def run(
     write_table(table, rows, bins)
     plots.training_curves_plot({label(run): lines for run, lines in records.items()}, bins, curves)
     untrained = untrained_lines({label(run): lines for run, lines in records.items()})
-    write_training_page(page, rows, bins, cost, demo=bool(config["demo"]), untrained=untrained)
+    write_training_page(
+        page,
+        rows,
+        bins,
+        cost,
+        demo=bool(config["demo"]),
+        untrained=untrained,
+        mixin_mode=config["train"]["mixin_mode"],
+    )
     return rows
 
 
@@ -178,6 +186,8 @@ def sub_run(results: Path, path: Path, tail: tuple[str, ...]) -> str:
 def run_kind(run: str) -> str:
     if run == "":
         return "this run"
+    if run == "mixin/":
+        return "mix-in"
     if run.startswith("baseline/"):
         return "baseline"
     if run.startswith("checkpoints/"):
@@ -190,6 +200,8 @@ def label(run: str) -> str:
     kind = run_kind(run)
     if kind == "this run":
         return "this run's dataset"
+    if kind == "mix-in":
+        return "this run's dataset with its real mix-in"
     if kind == "baseline":
         source = run.split("/")[1]
         return f"{SOURCE_NAMES.get(source, source)} baseline (its source images)"
@@ -201,8 +213,8 @@ def label(run: str) -> str:
 def order_runs(by_run: dict[str, Path]) -> dict[str, Path]:
     """This run first, then the baseline, then the checkpoints (in their given order): the
     order the page reads them in, whatever order the inputs came in."""
-    rank = {"this run": 0, "baseline": 1, "checkpoint": 2}
-    return dict(sorted(by_run.items(), key=lambda item: rank.get(run_kind(item[0]), 3)))
+    rank = {"this run": 0, "mix-in": 1, "baseline": 2, "checkpoint": 3}
+    return dict(sorted(by_run.items(), key=lambda item: rank.get(run_kind(item[0]), 4)))
 
 
 def read_benchmark(path: Path) -> dict:
@@ -437,18 +449,30 @@ def write_training_page(
     cost: list,
     demo: bool,
     untrained: list[str] | None = None,
+    mixin_mode: str = "mix",
 ) -> None:
     from digi2real.pages import Table, write_page
 
     tars = tar_columns(rows)
     own = next((row for row in rows if row.kind == "this run"), None)
     baseline = next((row for row in rows if row.kind == "baseline"), None)
+    mixed = next((row for row in rows if row.kind == "mix-in"), None)
     # 1. The lead: what was benchmarked, and where this run's average falls.
     lead = [
         f"{len(rows)} recognizer(s) benchmarked: "
         + (", ".join(row.name for row in rows) or "none")
         + ". Accuracies in percent, ± their std across the 10 folds."
     ]
+    if mixed is not None:
+        lead.append(
+            "With a real mix-in (export.mixin), this run's dataset is trained on twice: its "
+            "synthetic identities alone, and "
+            + (
+                "that recognizer fine-tuned on the real identities (train.mixin_mode finetune)."
+                if mixin_mode == "finetune"
+                else "both mixed from scratch (train.mixin_mode mix)."
+            )
+        )
     lead += untrained or []
     # Not in the demo: its figures are not to be compared with the published ones.
     if own is not None and not demo:
@@ -496,7 +520,22 @@ def write_training_page(
                 "same identities: Digi2Real's headline claim is that this gain is positive.",
             )
         )
-    # 4. What it cost.
+    # 4. The real mix-in's gain over the synthetic identities alone, when both were trained.
+    if own is not None and mixed is not None:
+        gains = gain(mixed, own, bins)
+        tables.append(
+            Table(
+                "Real mix-in's gain: with it minus the synthetic identities alone (points)",
+                ["", *(heading(n) for n in gains if n != "average"), "5-benchmark average"],
+                [
+                    ["gain", *(signed(gains[n]) for n in gains if n != "average")]
+                    + [signed(gains["average"])]
+                ],
+                note="The Digi2Real paper found about 1,000 real identities close much of the "
+                "remaining gap to training on real data.",
+            )
+        )
+    # 5. What it cost.
     tables.append(
         Table(
             "Cost (from the jobs' benchmark files)",

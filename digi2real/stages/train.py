@@ -14,6 +14,9 @@ from digi2real.stages import Argument
 
 CONFIG_KEYS: list[str] = ["seed", "train", "benchmark.bins", "benchmark.batch_size"]
 
+# The identities a sub-run trains on, by their source in labels.csv (the mix-in's are "real").
+CLASSES = ("all", "synthetic", "real")
+
 HELP = "train a face recognizer on an export (GPU job; under torchrun, one process per GPU)"
 ARGUMENTS = (
     Argument("--export", "the export folder it reads (train.data's format)"),
@@ -22,8 +25,25 @@ ARGUMENTS = (
     Argument("--metrics", "metrics.jsonl to write: loss, lr, throughput, accuracy"),
     Argument(
         "--leaks",
-        "identities to leave out (benchmark_leaks.csv, an `identity` column); with "
-        "train.exclude_benchmark_leaks",
+        "synthetic identities to leave out (evaluation/benchmark_leaks.csv, an `identity` "
+        "column); with train.exclude_benchmark_leaks",
+        default=None,
+    ),
+    Argument(
+        "--real-leaks",
+        "real identities of the mix-in to leave out (mixin/benchmark_leaks.csv)",
+        default=None,
+    ),
+    Argument(
+        "--classes",
+        "the identities trained on, by source: all, synthetic (without the mix-in) or real",
+        type=str,
+        default="all",
+        choices=CLASSES,
+    ),
+    Argument(
+        "--init",
+        "a backbone.pt to fine-tune (train.mixin_mode finetune) with train.finetune's scales",
         default=None,
     ),
 )
@@ -36,9 +56,13 @@ def run(
     backbone: Path,
     metrics: Path,
     leaks: Path | None = None,
+    real_leaks: Path | None = None,
+    classes: str = "all",
+    init: Path | None = None,
 ) -> int:
-    """Train on `export`, resuming from `work`; write `backbone` and `metrics` once done, or
-    return STOPPED after a checkpoint when SIGTERM or SIGINT asked to stop."""
+    """Train on the `classes` of `export` (from `init`'s backbone, for a fine-tuning), resuming
+    from `work`; write `backbone` and `metrics` once done, or return STOPPED after a checkpoint
+    when SIGTERM or SIGINT asked to stop."""
     import csv
 
     import torch
@@ -47,7 +71,7 @@ def run(
     from digi2real import training, verification
     from digi2real.atomic import atomic_path
     from digi2real.progress import STOPPED, StopFlag, log
-    from digi2real.training_data import open_export
+    from digi2real.training_data import REAL, SYNTHETIC, open_export
 
     settings = training.TrainSettings.from_config(config)
     train = config["train"]
@@ -68,17 +92,32 @@ def run(
         dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if world > 1 else 0
 
-    # 2. The training set, without the identities flagged as benchmark leaks.
+    # 2. The training set: the identities of `classes`, without those flagged as benchmark
+    # leaks (each file's identities of its own source: a real one may bear a synthetic name).
     records = open_export(export, train["data"])
-    excluded: set[str] = set()
-    if leaks is not None and train["exclude_benchmark_leaks"]:
-        with open(leaks, newline="") as file:
-            excluded = {row["identity"] for row in csv.DictReader(file)}
-    data = training.TrainingSet.without(records, excluded)
+    excluded: set[tuple[str, str]] = set()
+    for source, path in ((SYNTHETIC, leaks), (REAL, real_leaks)):
+        if path is not None and train["exclude_benchmark_leaks"]:
+            with open(path, newline="") as file:
+                excluded |= {(source, row["identity"]) for row in csv.DictReader(file)}
+    sources = {"all": {SYNTHETIC, REAL}, "synthetic": {SYNTHETIC}, "real": {REAL}}[classes]
+    data = training.TrainingSet.without(records, excluded, frozenset(sources))
+    flagged = excluded & set(zip(records.sources, records.identities, strict=True))
     log.info(
-        "train: %d images of %d identities from %s (%d identities left out as benchmark leaks)",
-        len(data.images), data.num_classes, export, len(excluded & set(records.identities)),
+        "train: %d images of %d identities (%s) from %s (%d left out as benchmark leaks)",
+        len(data.images), data.num_classes, classes, export, len(flagged),
     )  # fmt: skip
+    # A fine-tuning: the pre-trained backbone, at train.finetune's learning-rate scales.
+    start = None
+    if init is not None:
+        from digi2real.iresnet import load_backbone
+
+        start = load_backbone(init, train["network"]).state_dict()
+        settings = settings.fine_tuning(config)
+        log.info(
+            "train: fine-tuning %s, backbone lr x%g, head lr x%g",
+            init, settings.backbone_lr_scale, settings.head_lr_scale,
+        )  # fmt: skip
 
     # 3. The benchmarks evaluated after each epoch, if any are configured: by process 0 only,
     # which alone holds them (the six standard files decoded are about 3 GB).
@@ -101,7 +140,9 @@ def run(
     # 4. Train, then write the outputs (process 0); a stop leaves the checkpoint.
     work.mkdir(parents=True, exist_ok=True)
     with StopFlag() as stop:
-        trained = training.train(settings, data, work, device, stop, evaluate if bins else None)
+        trained = training.train(
+            settings, data, work, device, stop, evaluate if bins else None, init=start
+        )
     if trained is None:
         log.warning("train: stopped; the checkpoint in %s resumes it", work)
         return STOPPED

@@ -193,6 +193,48 @@ BENCHMARK_FACES_SEARCHED = bool(
 )
 
 
+# The recognizer (its config key) of the space evaluate compares in.
+COMPARED_RECOGNIZER = stage("embed").SPACES[COMPARED_SPACE]
+
+# export.mixin: the real identities' sample under the results (rule sample_mixin).
+MIXIN = config["export"]["mixin"]
+MIXIN_SAMPLE = "mixin/sample"
+
+
+def mixin_source(wildcards):
+    """What the mix-in is drawn from, as the draw's input: a RecordIO's files (a new file
+    redraws), or the demo's sign that it built the folder; a folder of identity folders is
+    listed by the job (a change to export.mixin redraws)."""
+    if MIXIN is None:
+        return []
+    root = Path(MIXIN["source"]).expanduser()
+    if built_by_the_demo(config, root):
+        return demo_assets(wildcards)
+    if (root / "train.rec").is_file():
+        return [str(root / "train.rec"), str(root / "train.idx")]
+    return []
+
+
+def mixin_sample(wildcards):
+    """The mix-in's sample, an input of every export and page that counts it."""
+    return [results(MIXIN_SAMPLE)] if MIXIN else []
+
+
+def mixin_option(wildcards, input):
+    """--mixin, and --mixin-leaks where the rule reads them."""
+    option = f"--mixin {input.mixin}" if input.mixin else ""
+    if input.get("mixin_leaks"):
+        option += f" --mixin-leaks {input.mixin_leaks}"
+    return option
+
+
+def mixin_leak_list(wildcards):
+    """The mix-in's benchmark leaks, when the benchmark faces are searched."""
+    if MIXIN and BENCHMARK_FACES_SEARCHED:
+        return [results("mixin/benchmark_leaks.csv")]
+    return []
+
+
 def embed_shards(wildcards):
     return expand(
         results("{space}/{dataset}/{shard}.h5"),
@@ -275,6 +317,10 @@ def job_benchmarks(wildcards):
     if BENCHMARK_FACES_SEARCHED:
         jobs.append(("embed_benchmarks", COMPARED_SPACE))
     jobs += [(rule, "") for rule in ("aggregate", "evaluate")]
+    if MIXIN:
+        jobs.append(("sample_mixin", ""))
+        if BENCHMARK_FACES_SEARCHED:
+            jobs.append(("mixin_leaks", ""))
     jobs += [(f"export_{format}", "") for format in config["export"]["formats"]]
     return [job_benchmark(rule, wildcards) for rule, wildcards in jobs]
 
@@ -321,8 +367,14 @@ def compared_embeddings(wildcards):
 
 # The sub-runs trained: the run's own dataset (prefix ""), and the DigiFace baseline's; those
 # benchmarked besides: the backbones of benchmark.checkpoints.
-TRAINED_RUNS = [""] + (
-    [f"baseline/{config['train']['baseline']}/"] if config["train"]["baseline"] else []
+TRAINED_RUNS = (
+    [""]
+    + (["mixin/"] if MIXIN else [])
+    + (
+        [f"baseline/{config['train']['baseline']}/"]
+        if config["train"]["baseline"]
+        else []
+    )
 )
 BENCHMARKED_RUNS = TRAINED_RUNS + [
     f"checkpoints/{name}/" for name in config["benchmark"]["checkpoints"]
@@ -332,9 +384,36 @@ BENCHMARKED_RUNS = TRAINED_RUNS + [
 def training_export(wildcards):
     """The export a sub-run trains on: the run's own (train.data's format), or the baseline's
     RecordIO of the DigiFace sources."""
-    if wildcards.run == "":
+    if wildcards.run in ("", "mixin/"):
         return results(f"export/{config['train']['data']}")
     return results(f"{wildcards.run}export/recordio")
+
+
+def training_classes(wildcards):
+    """The identities a sub-run trains on (train's --classes): the run's own, the synthetic
+    ones (beside the mix-in's sub-run, the synthetic-only figure); mixin/, both, or for a
+    fine-tuning the real ones alone; the baseline's export holds no other."""
+    if wildcards.run == "":
+        return "synthetic"
+    if wildcards.run == "mixin/" and config["train"]["mixin_mode"] == "finetune":
+        return "real"
+    return "all"
+
+
+def finetuned_backbone(wildcards):
+    """The backbone mixin/ fine-tunes (train.mixin_mode finetune): the synthetic-only one, the
+    pre-training DigiFace-1M's study fine-tunes after, trained once for both rows."""
+    if wildcards.run == "mixin/" and config["train"]["mixin_mode"] == "finetune":
+        return results("train/backbone.pt")
+    return []
+
+
+def training_real_leaks(wildcards):
+    """The mix-in's identities flagged as benchmark leaks, left out of mixin/'s training with
+    train.exclude_benchmark_leaks."""
+    if wildcards.run == "mixin/" and config["train"]["exclude_benchmark_leaks"]:
+        return mixin_leak_list(wildcards)
+    return []
 
 
 def ijb_files(wildcards):
@@ -363,7 +442,7 @@ def training_leaks(wildcards):
     """The identities the certificate flags as benchmark leaks, left out of the run's own
     training with train.exclude_benchmark_leaks; the baseline trains on every source."""
     if (
-        wildcards.run == ""
+        wildcards.run in ("", "mixin/")
         and config["train"]["exclude_benchmark_leaks"]
         and config["benchmark"]["bins"]
     ):
@@ -416,11 +495,10 @@ def training_runtime(wildcards, attempt):
     evaluations; the same on a retry, which resumes from the checkpoint."""
     train = config["train"]
     gpus = max(1, train["gpus"])
+    real = MIXIN["identities"] * MIXIN["images_per_identity"] if MIXIN else 0
     images = (
-        INPUT_COUNTS["digiface"]
-        * config["plan"]["images_per_identity"]
-        * train["epochs"]
-    )
+        INPUT_COUNTS["digiface"] * config["plan"]["images_per_identity"] + real
+    ) * train["epochs"]
     if train["max_steps"] is not None:
         images = min(images, train["max_steps"] * train["batch_size"] * gpus)
     return round(20 + 1.5 * images / (train["images_per_second"] * gpus) / 60)

@@ -60,3 +60,28 @@ rule evaluate:
         " {params.gallery} {params.benchmarks} --plans {input.plans}"
         " --out {output.evaluation}"
         " --tables {params.tables} > {log} 2>&1"
+
+
+# The mix-in's real identities searched among the benchmark faces, in the space evaluate
+# compares in: a real identity that is a benchmark's person is left out of training.
+rule mixin_leaks:
+    input:
+        mixin=results(MIXIN_SAMPLE),
+        benchmarks=results(f"{COMPARED_SPACE}/benchmarks.h5"),
+    output:
+        results("mixin/benchmark_leaks.csv"),
+    log:
+        job_log("mixin_leaks"),
+    benchmark:
+        job_benchmark("mixin_leaks")
+    conda:
+        "../../envs/cpu.yaml"
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings_json("mixin_leaks", recognizer=COMPARED_RECOGNIZER),
+        recognizer=COMPARED_RECOGNIZER,
+    shell:
+        "python -m digi2real mixin-leaks --config {params.config:q} --mixin {input.mixin}"
+        " --benchmarks {input.benchmarks} --recognizer {params.recognizer} --out {output}"
+        " > {log} 2>&1"

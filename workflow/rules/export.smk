@@ -1,6 +1,28 @@
+# export.mixin: the real identities drawn once from their source, which every export appends
+# after the synthetic ones (digi2real/mixin.py).
+rule sample_mixin:
+    input:
+        mixin_source,
+    output:
+        directory(results(MIXIN_SAMPLE)),
+    log:
+        job_log("sample_mixin"),
+    benchmark:
+        job_benchmark("sample_mixin")
+    conda:
+        "../../envs/cpu.yaml"
+    envmodules:
+        *ENVMODULES["cpu"],
+    params:
+        config=settings_json("sample_mixin"),
+    shell:
+        "python -m digi2real sample-mixin --config {params.config:q} --out {output} > {log} 2>&1"
+
+
 rule export_recordio:
     input:
-        results("manifest.parquet"),
+        manifest=results("manifest.parquet"),
+        mixin=mixin_sample,
     output:
         directory(results("export/recordio")),
     log:
@@ -13,15 +35,17 @@ rule export_recordio:
         *ENVMODULES["cpu"],
     params:
         config=settings_json("export_recordio"),
-        results=lambda wildcards, input: os.path.dirname(input[0]),
+        results=lambda wildcards, input: os.path.dirname(input.manifest),
+        mixin=mixin_option,
     shell:
         "python -m digi2real export-recordio --config {params.config:q} --results {params.results}"
-        " --manifest {input} --out {output} > {log} 2>&1"
+        " --manifest {input.manifest} {params.mixin} --out {output} > {log} 2>&1"
 
 
 rule export_webdataset:
     input:
-        results("manifest.parquet"),
+        manifest=results("manifest.parquet"),
+        mixin=mixin_sample,
     output:
         directory(results("export/webdataset")),
     log:
@@ -34,15 +58,17 @@ rule export_webdataset:
         *ENVMODULES["cpu"],
     params:
         config=settings_json("export_webdataset"),
-        results=lambda wildcards, input: os.path.dirname(input[0]),
+        results=lambda wildcards, input: os.path.dirname(input.manifest),
+        mixin=mixin_option,
     shell:
         "python -m digi2real export-webdataset --config {params.config:q} --results {params.results}"
-        " --manifest {input} --out {output} > {log} 2>&1"
+        " --manifest {input.manifest} {params.mixin} --out {output} > {log} 2>&1"
 
 
 rule export_imagefolder:
     input:
-        results("manifest.parquet"),
+        manifest=results("manifest.parquet"),
+        mixin=mixin_sample,
     output:
         directory(results("export/imagefolder")),
     log:
@@ -55,10 +81,11 @@ rule export_imagefolder:
         *ENVMODULES["cpu"],
     params:
         config=settings_json("export_imagefolder"),
-        results=lambda wildcards, input: os.path.dirname(input[0]),
+        results=lambda wildcards, input: os.path.dirname(input.manifest),
+        mixin=mixin_option,
     shell:
         "python -m digi2real export-imagefolder --config {params.config:q} --results {params.results}"
-        " --manifest {input} --out {output} > {log} 2>&1"
+        " --manifest {input.manifest} {params.mixin} --out {output} > {log} 2>&1"
 
 
 # train.baseline: digiface's training set, the same identities' DigiFace sources.

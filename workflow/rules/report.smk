@@ -5,6 +5,9 @@ rule report:
         tables=expand(
             results("evaluation/{table}.parquet"), table=stage("evaluate").TABLES
         ),
+        # A mix-in's real faces are said first on the certificate's page.
+        mixin=mixin_sample,
+        mixin_leaks=mixin_leak_list,
     output:
         samples=report(
             results("samples.png"),
@@ -37,9 +40,10 @@ rule report:
         config=settings_json("report"),
         results=lambda wildcards, input: os.path.dirname(input.manifest),
         figures=lambda wildcards, output: os.path.dirname(output.certificate),
+        mixin=mixin_option,
     shell:
         "python -m digi2real report --config {params.config:q} --results {params.results}"
-        " --manifest {input.manifest} --evaluation {input.evaluation}"
+        " --manifest {input.manifest} --evaluation {input.evaluation} {params.mixin}"
         " --samples {output.samples} --figures {params.figures} > {log} 2>&1"
 
 
@@ -52,6 +56,8 @@ rule card:
         evaluation=results("evaluation.json"),
         exports=expand(results("export/{format}"), format=config["export"]["formats"]),
         benchmarks=job_benchmarks,
+        mixin=mixin_sample,
+        mixin_leaks=mixin_leak_list,
     output:
         card=results("dataset_card.json"),
         page=report(
@@ -70,10 +76,12 @@ rule card:
     params:
         config=settings_json("card"),
         results=lambda wildcards, input: os.path.dirname(input.manifest),
+        mixin=mixin_option,
     shell:
         "python -m digi2real card --config {params.config:q} --results {params.results}"
         " --manifest {input.manifest} --models {input.models} --evaluation {input.evaluation}"
-        " --out {output.card} --page {output.page} {input.benchmarks} > {log} 2>&1"
+        " {params.mixin} --out {output.card} --page {output.page} {input.benchmarks}"
+        " > {log} 2>&1"
 
 
 rule report_training:

@@ -1,6 +1,7 @@
 # The dataset's verdict: a recognizer trained on its export, then tested on real benchmarks.
 # `run` is the prefix of a sub-run under the results: "" for the run's own dataset,
-# "baseline/digiface/" for the same recipe on the DigiFace sources (train.baseline), and
+# "baseline/digiface/" for the same recipe on the DigiFace sources (train.baseline), "mixin/"
+# for the dataset with its real mix-in (export.mixin, train.mixin_mode), and
 # "checkpoints/<name>/" for a backbone trained elsewhere (benchmark.checkpoints).
 
 
@@ -8,6 +9,8 @@ rule train:
     input:
         export=training_export,
         leaks=training_leaks,
+        real_leaks=training_real_leaks,
+        init=finetuned_backbone,
         bins=benchmark_files,
     output:
         backbone=results("{run}train/backbone.pt"),
@@ -33,12 +36,18 @@ rule train:
             os.path.dirname(output.backbone), "work"
         ),
         leaks=lambda wildcards, input: f"--leaks {input.leaks}" if input.leaks else "",
+        real_leaks=lambda wildcards, input: (
+            f"--real-leaks {input.real_leaks}" if input.real_leaks else ""
+        ),
+        init=lambda wildcards, input: f"--init {input.init}" if input.init else "",
+        classes=training_classes,
     shell:
         # exec: SIGTERM from SLURM reaches the trainer rather than the shell around it (with
         # train.gpus > 1, the trainer starts torchrun and its processes, which all get it too).
         "exec python -m digi2real train --config {params.config:q}"
         " --export {input.export} --work {params.work} --backbone {output.backbone}"
-        " --metrics {output.metrics} {params.leaks} > {log} 2>&1"
+        " --metrics {output.metrics} --classes {params.classes} {params.leaks}"
+        " {params.real_leaks} {params.init} > {log} 2>&1"
 
 
 rule benchmark:
