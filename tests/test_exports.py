@@ -113,6 +113,7 @@ def assert_exports_hold_every_passed_image(results: Path, mxnet_python: Path, tm
             data = zipfile.ZipFile(sample / "faces.zip").read(face["member"])
             pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
             crop[(len(identities) + position, int(face["image"]))] = pixels
+
     # What the JPEG exports hold: each crop stored as PNG, encoded once at the export's quality
     # (95, as insightface's builder). A textured face loses more to it than the synthetic
     # crops do (PSNR 37 at 95), so each is compared with its own JPEG, decoded by another

@@ -42,7 +42,7 @@ REFUSED = 3  # local_slurm.sh's exit status where SLURM is installed but not by 
 
 pytestmark = pytest.mark.slurm
 
-# The demo (demo.yaml, 17 jobs, demo_assets included) with quick generation: a shard takes
+# The demo (demo.yaml, its jobs below, demo_assets included) with quick generation: a shard takes
 # about 10 s of job time instead of 30; and without its recognizer's training, whose stop and
 # retry tests/test_workflow.py runs locally (the same exit 143 and resume as a shard's here).
 # Everything else is the demo's.
@@ -76,6 +76,7 @@ JOBS_OF_THE_DEMO = {
     ("export_recordio", ""),
     ("export_webdataset", ""),
     ("export_imagefolder", ""),
+    ("sample_mixin", ""),  # demo.yaml's real mix-in (export.mixin)
 }
 GPU_RULES = {"generate", "estimate_delta"}
 # Seconds for one snakemake invocation: a safety net, not a measure. The demo through SLURM takes

@@ -7,6 +7,7 @@ import json
 import pytest
 import yaml
 
+from digi2real.config import resolve_config
 from digi2real.demo import build_demo_benchmark
 from tests.conftest import REPO
 from tests.workflow_runs import change_config, copy_run, planned_jobs, snakemake
@@ -25,9 +26,10 @@ TRAINING_LOGS = {
 
 
 def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
-    """The demo's training (demo.yaml: an IResNet-18, the DigiFace baseline, the demo's
-    verification file) over the finished run; each training job gets SIGTERM after step 1, as
-    SLURM sends before a time limit, exits 143, and Snakemake's retry resumes it."""
+    """The demo's training (demo.yaml: an IResNet-18, the DigiFace baseline, the fine-tuning
+    on its real mix-in, the demo's verification file) over the finished run; each training job
+    gets SIGTERM after step 1, as SLURM sends before a time limit, exits 143, and Snakemake's
+    retry resumes it."""
     workdir = copy_run(run, tmp_path / "trained")
     # The run's own config (its demo folder may be another test worker's), training on.
     demo_bin = tmp_path / "benchmarks/demo.bin"
@@ -40,18 +42,19 @@ def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
     # The dataset stays as it was: only the certificate (now searching the benchmark's faces
     # too), the pages that show it, and the training's jobs run.
     assert set(planned) == {
-        "embed_benchmarks", "evaluate", "report", "card", "train", "export_digiface",
-        "benchmark", "report_training", "all",
+        "embed_benchmarks", "evaluate", "mixin_leaks", "report", "card", "train",
+        "export_digiface", "benchmark", "report_training", "all",
     }, planned  # fmt: skip
-    assert planned["train"] == 2 and planned["benchmark"] == 2
+    # The run's own (synthetic identities), its fine-tuning on the mix-in, the baseline.
+    assert planned["train"] == 3 and planned["benchmark"] == 3
     faults = {
         "DIGI2REAL_TRAIN_TERM_AFTER_STEPS": "1",
         "DIGI2REAL_TRAIN_FAULT_ONCE_DIR": str(tmp_path / "faults"),
     }
     snakemake(workdir, "--retries", "1", env=faults)
     results = workdir / "results"
-    assert len(list((tmp_path / "faults").iterdir())) == 2  # each training job was stopped once
-    for run_prefix in ("", "baseline/digiface/"):
+    assert len(list((tmp_path / "faults").iterdir())) == 3  # each training job was stopped once
+    for run_prefix in ("", "mixin/", "baseline/digiface/"):
         log = (results / f"{run_prefix}logs/train.log").read_text()
         # SIGTERM after step 1: the trainer stops after the step under way, 2, and checkpoints.
         assert "train: resumed at step 2 of 4" in log, log[-2000:]
@@ -74,7 +77,34 @@ def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
     # The baseline trains the same identities, labelled alike, on their DigiFace sources.
     dataset = (results / "export/recordio/labels.csv").read_text().splitlines()
     baseline = (results / "baseline/digiface/export/recordio/labels.csv").read_text().splitlines()
-    assert [row.split(",")[:2] for row in dataset] == [row.split(",")[:2] for row in baseline]
+    synthetic = [row for row in dataset if row.endswith(",synthetic")]
+    assert dataset[1 : len(baseline)] == synthetic
+    assert [row.split(",")[:2] for row in dataset[: len(baseline)]] == [
+        row.split(",")[:2] for row in baseline
+    ]
+    # The mix-in: its real identities after the synthetic ones; the one that is the
+    # verification file's person (demo "5") flagged and left out of the fine-tuning, which
+    # starts from the synthetic-only backbone at train.finetune's learning rates.
+    real = [row.split(",") for row in dataset if row.endswith(",real")]
+    assert [name for _, name, _, _ in real] == ["0", "2", "3", "5"]
+    first = len(synthetic)
+    assert [int(label) for label, _, _, _ in real] == list(range(first, first + 4))
+    leaks = (results / "mixin/benchmark_leaks.csv").read_text().splitlines()
+    assert [row.split(",")[:3] for row in leaks[1:]] == [["5", "demo", "0"]]
+    tuning = (results / "mixin/logs/train.log").read_text()
+    assert "9 images of 3 identities (real)" in tuning and "1 left out as benchmark leaks" in tuning
+    assert "fine-tuning results/train/backbone.pt" in tuning
+    metrics = (results / "mixin/train/metrics.jsonl").read_text().splitlines()
+    steps = [record for record in map(json.loads, metrics) if "loss" in record]
+    recipe = resolve_config({})["train"]  # config.yaml's lr and train.finetune scales
+    lr = recipe["lr"] * recipe["finetune"]["backbone_lr_scale"]
+    head_lr = recipe["lr"] * recipe["finetune"]["head_lr_scale"]
+    assert steps and all(r["lr"] == pytest.approx(lr) for r in steps)
+    assert all(r["head_lr"] == pytest.approx(head_lr) for r in steps)
+    card = json.loads((results / "dataset_card.json").read_text())
+    assert card["mixin"]["identities"] == 4 and card["mixin"]["benchmark_leaks"] == 1
+    page = (results / "report/training.html").read_text()
+    assert "Real mix-in&#x27;s gain" in page
     assert (results / "evaluation/benchmark_leaks.csv").read_text().startswith("identity,")
     for rule, log in TRAINING_LOGS.items():
         assert (results / log).is_file(), rule
