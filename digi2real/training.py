@@ -36,10 +36,11 @@ import torch.distributed as dist
 from digi2real import testing
 from digi2real.atomic import atomic_path
 from digi2real.errors import DataError
+from digi2real.exports import REAL, SYNTHETIC
 from digi2real.iresnet import iresnet
 from digi2real.margin import MarginHead
 from digi2real.progress import log
-from digi2real.training_data import REAL, SYNTHETIC, EpochPlan, FaceRecords, TrainingImages
+from digi2real.training_data import EpochPlan, FaceRecords, TrainingImages
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"

@@ -375,3 +375,13 @@ def test_fine_tuning_starts_from_the_backbone_at_the_scaled_learning_rates(tmp_p
     data = TrainingSet.without(RecordIOFaces(folder), set(), frozenset({REAL}))
     assert settings.fingerprint(data, 1) != tuning.fingerprint(data, 1)
     assert tuning.fingerprint(data, 1) != tuning.fingerprint(data, 1, pretrained)
+
+
+def test_the_dry_run_names_a_missing_mix_in_source(tmp_path):
+    from digi2real.preflight import _check_training
+
+    config = mixin_config(tmp_path / "nowhere", 2, 3)
+    with pytest.raises(ConfigError, match="export.mixin.source: .*nowhere is not a folder"):
+        _check_training(config)
+    config = mixin_config(source_folder(tmp_path / "real", {"a": 3}), 1, 3)
+    _check_training(config)  # there: nothing said

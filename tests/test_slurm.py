@@ -695,6 +695,7 @@ def big_run(folder: Path) -> Path:
             "plan.identities_per_shard": 100,
             "plan.images_per_identity": 20,
             "export.formats": ["recordio", "webdataset"],  # a real run's (config.yaml)
+            "export.mixin": None,
             "train.enabled": False,
             "benchmark.bins": {},
         },

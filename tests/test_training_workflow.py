@@ -22,6 +22,7 @@ TRAINING_LOGS = {
     "benchmark": "baseline/digiface/logs/benchmark.log",
     "export_digiface": "baseline/digiface/logs/export_digiface.log",
     "report_training": "logs/report_training.log",
+    "mixin_leaks": "logs/mixin_leaks.log",
 }
 
 
@@ -86,13 +87,14 @@ def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
     # verification file's person (demo "5") flagged and left out of the fine-tuning, which
     # starts from the synthetic-only backbone at train.finetune's learning rates.
     real = [row.split(",") for row in dataset if row.endswith(",real")]
-    assert [name for _, name, _, _ in real] == ["0", "2", "3", "5"]
+    assert [name for _, name, _, _ in real] == ["0", "2", "3", "5", "6"]
     first = len(synthetic)
-    assert [int(label) for label, _, _, _ in real] == list(range(first, first + 4))
+    assert [int(label) for label, _, _, _ in real] == list(range(first, first + 5))
     leaks = (results / "mixin/benchmark_leaks.csv").read_text().splitlines()
     assert [row.split(",")[:3] for row in leaks[1:]] == [["5", "demo", "0"]]
     tuning = (results / "mixin/logs/train.log").read_text()
-    assert "9 images of 3 identities (real)" in tuning and "1 left out as benchmark leaks" in tuning
+    assert "16 images of 4 identities (real)" in tuning
+    assert "1 left out as benchmark leaks" in tuning
     assert "fine-tuning results/train/backbone.pt" in tuning
     metrics = (results / "mixin/train/metrics.jsonl").read_text().splitlines()
     steps = [record for record in map(json.loads, metrics) if "loss" in record]
@@ -102,7 +104,7 @@ def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
     assert steps and all(r["lr"] == pytest.approx(lr) for r in steps)
     assert all(r["head_lr"] == pytest.approx(head_lr) for r in steps)
     card = json.loads((results / "dataset_card.json").read_text())
-    assert card["mixin"]["identities"] == 4 and card["mixin"]["benchmark_leaks"] == 1
+    assert card["mixin"]["identities"] == 5 and card["mixin"]["benchmark_leaks"] == 1
     page = (results / "report/training.html").read_text()
     assert "Real mix-in&#x27;s gain" in page
     assert (results / "evaluation/benchmark_leaks.csv").read_text().startswith("identity,")

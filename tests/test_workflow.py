@@ -246,6 +246,7 @@ def test_every_rule_logged_and_benchmarked(run, tmp_path):
         ("export_recordio", "export_recordio"),
         ("export_webdataset", "export_webdataset"),
         ("export_imagefolder", "export_imagefolder"),
+        ("sample_mixin", "sample_mixin"),
     ]
     # The training's rules: tests/test_training_workflow.py checks theirs.
     assert {rule for rule, _ in jobs} | set(TRAINING_LOGS) == rule_names(run)

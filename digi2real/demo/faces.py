@@ -575,8 +575,8 @@ def build_demo_benchmark(path: Path, *, seed: int = 0) -> None:
 # exports must keep a real "0" and a synthetic "0" apart. One more has too few images to be
 # drawn; one is the demo benchmark's first person (PLANTED_MIXIN_LEAK), which the leakage
 # search must flag.
-MIXIN_IDENTITIES = 6
-MIXIN_IMAGES = 3
+MIXIN_IDENTITIES = 7
+MIXIN_IMAGES = 4
 PLANTED_MIXIN_LEAK = "5"
 
 

@@ -70,8 +70,9 @@ def run(
 
     from digi2real import training, verification
     from digi2real.atomic import atomic_path
+    from digi2real.exports import REAL, SYNTHETIC
     from digi2real.progress import STOPPED, StopFlag, log
-    from digi2real.training_data import REAL, SYNTHETIC, open_export
+    from digi2real.training_data import open_export
 
     settings = training.TrainSettings.from_config(config)
     train = config["train"]
