@@ -95,11 +95,22 @@ def mixin_samples(folder: Path, first_label: int) -> tuple[list[str], list[Sampl
     for face in faces:
         names[face.position] = face.identity
         label = first_label + face.position
-        meta = {"identity": face.identity, "image_index": face.image, "label": label}
         samples.append(
-            Sample(label, face.identity, face.image, archive, face.member, spans[face.member],
-                   {**meta, "source": REAL})
-        )  # fmt: skip
+            Sample(
+                label=label,
+                identity=face.identity,
+                image_index=face.image,
+                archive=archive,
+                crop=face.member,
+                span=spans[face.member],
+                meta={
+                    "identity": face.identity,
+                    "image_index": face.image,
+                    "label": label,
+                    "source": REAL,
+                },
+            )
+        )
     if sorted(names) != list(range(len(names))):
         raise DataError(f"{folder}: the mix-in's positions are not 0..{len(names) - 1}")
     samples.sort(key=lambda sample: sample.label)

@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from digi2real.errors import ConfigError, DataError
+from digi2real.exports import IMAGE_SIZE as FACE_SIZE
 from digi2real.shard_store import image_archive
 
-FACE_SIZE = 112
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FACES, FACES_TABLE, SAMPLE = "faces.zip", "faces.csv", "sample.json"
 FACES_COLUMNS = ("position", "identity", "image", "member", "origin")

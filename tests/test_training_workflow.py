@@ -114,3 +114,8 @@ def test_the_demo_trains_and_benchmarks_a_recognizer(run, tmp_path):
         assert (results / benchmark_file).is_file(), rule
     assert (results / "report/training.html").is_file()
     assert planned_jobs(workdir) == {}
+    # Mixing instead of fine-tuning trains the mix-in's sub-run again, from scratch on both
+    # sources, and nothing else: not the synthetic-only recognizer, nor the baseline.
+    change_config(workdir, "train", {**train, "mixin_mode": "mix"})
+    assert planned_jobs(workdir) == {"train": 1, "benchmark": 1, "report_training": 1, "all": 1}
+    assert "--classes all" in snakemake(workdir, "-n", "-p").stdout

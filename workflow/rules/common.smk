@@ -389,6 +389,18 @@ def training_export(wildcards):
     return results(f"{wildcards.run}export/recordio")
 
 
+def training_settings_json(wildcards):
+    """train's config slice for a sub-run: train.mixin_mode is in none (the mix-in's sub-run
+    is told how to train by --classes and --init), train.finetune only in the one that
+    fine-tunes. So trying mix against finetune reruns that sub-run alone, not the
+    synthetic-only recognizer or the baseline."""
+    settings = json.loads(settings_json("train"))
+    settings["train"].pop("mixin_mode")
+    if not finetuned_backbone(wildcards):
+        settings["train"].pop("finetune")
+    return json.dumps(settings, sort_keys=True)
+
+
 def training_classes(wildcards):
     """The identities a sub-run trains on (train's --classes): the run's own, the synthetic
     ones (beside the mix-in's sub-run, the synthetic-only figure); mixin/, both, or for a

@@ -30,7 +30,7 @@ rule train:
         mem_mb=training_memory,
         runtime=training_runtime,
     params:
-        config=settings_json("train"),
+        config=training_settings_json,
         # Not an output: Snakemake would delete the checkpoint before the retry that resumes it.
         work=lambda wildcards, output: os.path.join(
             os.path.dirname(output.backbone), "work"
