@@ -13,7 +13,7 @@ import pytest
 from digi2real import cli, plots
 from digi2real.errors import DataError
 from digi2real.stages import report_training
-from digi2real.stages.report_training import PUBLISHED, Row, gain, placing
+from digi2real.stages.report_training import PUBLISHED, Row, gain, placing, with_pretraining
 
 pytestmark = pytest.mark.unit
 
@@ -356,3 +356,9 @@ def test_the_untrained_networks_accuracy_is_given_beside_the_trained_ones():
     assert report_training.untrained_lines(records) == [
         "this run's dataset, before training (its initial weights): demo 75.00, lfw 50.00 (%)."
     ]
+
+
+def test_a_fine_tuned_mix_in_row_counts_the_images_of_both_trainings():
+    rows = [Row("this run", "own", images=20), Row("mix-in", "mixed", images=16)]
+    assert [row.images for row in with_pretraining(rows)] == [20, "20 + 16 (fine-tuned)"]
+    assert with_pretraining(rows[1:]) == rows[1:]  # no synthetic-only row: nothing to add

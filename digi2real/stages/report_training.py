@@ -130,6 +130,8 @@ def run(
         benchmark_row(run, read_benchmark(path), headers.get(run))
         for run, path in order_runs(results_json).items()
     ]
+    if config["train"]["mixin_mode"] == "finetune":
+        rows = with_pretraining(rows)
     bins = bin_columns(config["benchmark"]["bins"], rows)
     # 3. What the run cost.
     gpus = config["train"]["gpus"]
@@ -148,6 +150,22 @@ def run(
         mixin_mode=config["train"]["mixin_mode"],
     )
     return rows
+
+
+def with_pretraining(rows: list[Row]) -> list[Row]:
+    """The fine-tuned mix-in's row with the images its backbone was trained on first: its
+    metrics count the real images it was fine-tuned on alone."""
+    import dataclasses
+
+    own = next((row for row in rows if row.kind == "this run"), None)
+    if own is None or own.images is None:
+        return rows
+    return [
+        dataclasses.replace(row, images=f"{own.images} + {row.images} (fine-tuned)")
+        if row.kind == "mix-in" and row.images is not None
+        else row
+        for row in rows
+    ]
 
 
 def untrained_lines(records: dict[str, list[dict]]) -> list[str]:
