@@ -29,7 +29,7 @@ import multiprocessing
 import os
 import struct
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +80,31 @@ def export_samples(
         return classes, samples
     real, real_samples = mixin_samples(mixin, first_label=len(identities))
     return Classes(identities + real, classes.sources + [REAL] * len(real)), samples + real_samples
+
+
+def build_export(
+    rule: str,
+    manifest: Path,
+    results: Path,
+    mixin: Path | None,
+    out: Path,
+    write: Callable[[Path, Classes, list[Sample]], None],
+) -> None:
+    """One export rule's work: the classes and samples of the aggregated `manifest` (paths
+    under `results`) and of the mix-in `mixin`, written by `write` into a folder built aside
+    and renamed to `out`; the counts logged."""
+    import pyarrow.parquet as pq
+
+    from digi2real.atomic import atomic_folder
+    from digi2real.progress import log
+
+    classes, samples = export_samples(pq.read_table(manifest), results, mixin)
+    with atomic_folder(out) as staging:
+        write(staging, classes, samples)
+    log.info(
+        "%s: %d images of %d identities (%d of them real)",
+        rule, len(samples), len(classes), classes.sources.count(REAL),
+    )  # fmt: skip
 
 
 def mixin_samples(folder: Path, first_label: int) -> tuple[list[str], list[Sample]]:

@@ -23,20 +23,15 @@ ARGUMENTS = (
 def run(
     config: Config, results: Path, manifest: Path, out: Path, mixin: Path | None = None
 ) -> None:
-    """The export of the aggregated `manifest` (paths under `results`) and of the real
-    identities of `mixin`, labelled after them, into the folder `out`, built aside and renamed
-    into place."""
-    import pyarrow.parquet as pq
+    """The export of the aggregated `manifest` and the mix-in `mixin` into the folder `out`
+    (exports.build_export): the crops as stored."""
+    from digi2real.exports import build_export, write_imagefolder
 
-    from digi2real.atomic import atomic_folder
-    from digi2real.exports import REAL, export_samples, write_imagefolder
-    from digi2real.progress import log
-
-    classes, samples = export_samples(pq.read_table(manifest), results, mixin)
-    with atomic_folder(out) as staging:
-        write_imagefolder(staging, classes, samples)
-    real = classes.sources.count(REAL)
-    log.info(
-        "export_imagefolder: %d images of %d identities (%d of them real)",
-        len(samples), len(classes), real,
-    )  # fmt: skip
+    build_export(
+        "export_imagefolder",
+        manifest,
+        results,
+        mixin,
+        out,
+        lambda folder, classes, samples: write_imagefolder(folder, classes, samples),
+    )

@@ -23,20 +23,16 @@ ARGUMENTS = (
 def run(
     config: Config, results: Path, manifest: Path, out: Path, mixin: Path | None = None
 ) -> None:
-    """The export of the aggregated `manifest` (paths under `results`) and of the real
-    identities of `mixin`, labelled after them, into the folder `out`, built aside and renamed
-    into place."""
-    import pyarrow.parquet as pq
+    """The export of the aggregated `manifest` and the mix-in `mixin` into the folder `out`
+    (exports.build_export): JPEG at export.jpeg_quality."""
+    from digi2real.exports import build_export, write_recordio
 
-    from digi2real.atomic import atomic_folder
-    from digi2real.exports import REAL, export_samples, write_recordio
-    from digi2real.progress import log
-
-    classes, samples = export_samples(pq.read_table(manifest), results, mixin)
-    with atomic_folder(out) as staging:
-        write_recordio(staging, classes, samples, config["export"]["jpeg_quality"])
-    real = classes.sources.count(REAL)
-    log.info(
-        "export_recordio: %d images of %d identities (%d of them real)",
-        len(samples), len(classes), real,
-    )  # fmt: skip
+    quality = config["export"]["jpeg_quality"]
+    build_export(
+        "export_recordio",
+        manifest,
+        results,
+        mixin,
+        out,
+        lambda folder, classes, samples: write_recordio(folder, classes, samples, quality),
+    )

@@ -23,27 +23,23 @@ ARGUMENTS = (
 def run(
     config: Config, results: Path, manifest: Path, out: Path, mixin: Path | None = None
 ) -> None:
-    """The export of the aggregated `manifest` (paths under `results`) and of the real
-    identities of `mixin`, labelled after them, into the folder `out`, built aside and renamed
-    into place."""
-    import pyarrow.parquet as pq
+    """The export of the aggregated `manifest` and the mix-in `mixin` into the folder `out`
+    (exports.build_export): shards of export.samples_per_tar shuffled with the seed."""
+    from digi2real.exports import build_export, write_webdataset
 
-    from digi2real.atomic import atomic_folder
-    from digi2real.exports import REAL, export_samples, write_webdataset
-    from digi2real.progress import log
-
-    classes, samples = export_samples(pq.read_table(manifest), results, mixin)
-    with atomic_folder(out) as staging:
-        write_webdataset(
-            staging,
+    export = config["export"]
+    build_export(
+        "export_webdataset",
+        manifest,
+        results,
+        mixin,
+        out,
+        lambda folder, classes, samples: write_webdataset(
+            folder,
             classes,
             samples,
-            config["export"]["jpeg_quality"],
-            config["export"]["samples_per_tar"],
+            export["jpeg_quality"],
+            export["samples_per_tar"],
             config["seed"],
-        )
-    real = classes.sources.count(REAL)
-    log.info(
-        "export_webdataset: %d images of %d identities (%d of them real)",
-        len(samples), len(classes), real,
-    )  # fmt: skip
+        ),
+    )

@@ -372,6 +372,21 @@ def gain(run: Row, baseline: Row, bins: list[str]) -> dict[str, float | None]:
     return gains
 
 
+def gain_table(title: str, gains: dict[str, float | None], note: str):
+    """One row of `gains` (gain's points per benchmark and on average) as a page's table."""
+    from digi2real.pages import Table
+
+    return Table(
+        title,
+        ["", *(heading(n) for n in gains if n != "average"), "5-benchmark average"],
+        [
+            ["gain", *(signed(gains[n]) for n in gains if n != "average")]
+            + [signed(gains["average"])]
+        ],
+        note=note,
+    )
+
+
 def placing(average: float) -> str:
     """Where a 5-benchmark average falls among the Vec2Face+ comparison's averages."""
     anchors = sorted(
@@ -525,30 +540,20 @@ def write_training_page(
     tables = [measured, published]
     # 3. The realism transfer's gain over the baseline, when the baseline was trained.
     if own is not None and baseline is not None:
-        gains = gain(own, baseline, bins)
         tables.append(
-            Table(
+            gain_table(
                 "Realism transfer's gain: this run minus the DigiFace baseline (points)",
-                ["", *(heading(n) for n in gains if n != "average"), "5-benchmark average"],
-                [
-                    ["gain", *(signed(gains[n]) for n in gains if n != "average")]
-                    + [signed(gains["average"])]
-                ],
+                gain(own, baseline, bins),
                 note="The same recipe and seed trained on the DigiFace source images of the "
                 "same identities: Digi2Real's headline claim is that this gain is positive.",
             )
         )
     # 4. The real mix-in's gain over the synthetic identities alone, when both were trained.
     if own is not None and mixed is not None:
-        gains = gain(mixed, own, bins)
         tables.append(
-            Table(
+            gain_table(
                 "Real mix-in's gain: with it minus the synthetic identities alone (points)",
-                ["", *(heading(n) for n in gains if n != "average"), "5-benchmark average"],
-                [
-                    ["gain", *(signed(gains[n]) for n in gains if n != "average")]
-                    + [signed(gains["average"])]
-                ],
+                gain(mixed, own, bins),
                 note="The Digi2Real paper found about 1,000 real identities close much of the "
                 "remaining gap to training on real data.",
             )
