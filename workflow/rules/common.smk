@@ -365,8 +365,9 @@ def compared_embeddings(wildcards):
 
 # --- Training and benchmark (workflow/rules/train.smk) -----------------------------------------
 
-# The sub-runs trained: the run's own dataset (prefix ""), and the DigiFace baseline's; those
-# benchmarked besides: the backbones of benchmark.checkpoints.
+# The sub-runs trained: the run's own dataset (prefix ""), with export.mixin its real
+# mix-in's (mixin/), and the DigiFace baseline's; those benchmarked besides: the backbones of
+# benchmark.checkpoints.
 TRAINED_RUNS = (
     [""]
     + (["mixin/"] if MIXIN else [])
@@ -452,7 +453,8 @@ def benchmark_files(wildcards):
 
 def training_leaks(wildcards):
     """The identities the certificate flags as benchmark leaks, left out of the run's own
-    training with train.exclude_benchmark_leaks; the baseline trains on every source."""
+    training (and its mix-in's) with train.exclude_benchmark_leaks; the baseline trains on
+    every source."""
     if (
         wildcards.run in ("", "mixin/")
         and config["train"]["exclude_benchmark_leaks"]
@@ -502,15 +504,20 @@ def training_memory(wildcards, attempt):
 
 
 def training_runtime(wildcards, attempt):
-    """Minutes for a training job: every planned image of every epoch (or train.max_steps'
-    batches) at train.images_per_second per GPU, 1.5 times over, plus 20 for start-up and the
+    """Minutes for a training job: every planned image it trains on (the synthetic ones, the
+    mix-in's real ones, or both) of every epoch (or train.max_steps' batches) at
+    train.images_per_second per GPU, 1.5 times over, plus 20 for start-up and the
     evaluations; the same on a retry, which resumes from the checkpoint."""
     train = config["train"]
     gpus = max(1, train["gpus"])
     real = MIXIN["identities"] * MIXIN["images_per_identity"] if MIXIN else 0
-    images = (
-        INPUT_COUNTS["digiface"] * config["plan"]["images_per_identity"] + real
-    ) * train["epochs"]
+    synthetic = INPUT_COUNTS["digiface"] * config["plan"]["images_per_identity"]
+    # A fine-tuning trains on the real images alone; the synthetic-only run, on those alone.
+    if finetuned_backbone(wildcards):
+        synthetic = 0
+    elif wildcards.run != "mixin/":
+        real = 0
+    images = (synthetic + real) * train["epochs"]
     if train["max_steps"] is not None:
         images = min(images, train["max_steps"] * train["batch_size"] * gpus)
     return round(20 + 1.5 * images / (train["images_per_second"] * gpus) / 60)
