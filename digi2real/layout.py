@@ -202,23 +202,37 @@ def image_files(root: Path, key: str = "ffhq.root") -> list[str]:
 
 
 def gallery_files(root: Path) -> list[str]:
-    """The gallery's images, each `<identity>/<image>`, in sorted order; anything else (an
-    image at the top, a folder inside an identity folder) is an error naming gallery.root."""
-    images = image_files(root, "gallery.root")
+    """The gallery's images, each `<identity>/<image>`, in sorted order (identity_files)."""
+    return identity_files(root, "gallery.root")
+
+
+def identity_files(root: Path, key: str, refuse_empty: bool = False) -> list[str]:
+    """The images of a folder of identity folders (the gallery, a real-data mix-in), each
+    `<identity>/<image>`, in sorted order; anything else (an image at the top, a folder inside
+    an identity folder, with `refuse_empty` an identity folder without images) is an error
+    naming `key`."""
+    images = image_files(root, key)
     loose = [path for path in images if "/" not in path]
     if loose:
         raise DataError(
-            f"config key gallery.root: {root} holds {len(loose)} images at its top level "
+            f"config key {key}: {root} holds {len(loose)} images at its top level "
             f"(e.g. {loose[0]}): expected one folder per identity, <identity>/<image>"
         )
     nested = [path for path in images if path.count("/") > 1]
     if nested:
         identity = nested[0].split("/")[0]
         raise DataError(
-            f"config key gallery.root: {nested[0]} lies in a folder inside the identity folder "
-            f"{identity}/: expected <identity>/<image>; is gallery.root one folder too high? "
+            f"config key {key}: {nested[0]} lies in a folder inside the identity folder "
+            f"{identity}/: expected <identity>/<image>; is {key} one folder too high? "
             f"point it at {root / identity}"
         )
+    if refuse_empty:
+        with_images = {path.split("/")[0] for path in images}
+        empty = sorted(set(_entries(root)[0]) - with_images)
+        if empty:
+            raise DataError(
+                f"config key {key}: {root / empty[0]} is an identity folder without images"
+            )
     return images
 
 

@@ -45,7 +45,7 @@ def run(config: Config, out: Path) -> dict:
         "images_per_identity": per_identity,
         "images": sum(len(identity.images) for identity in drawn),
         "source_identities": len(identities),
-        "eligible_identities": sum(len(i.images) >= per_identity for i in identities),
+        "eligible_identities": len(mixin.eligible(identities, per_identity)),
     }
     with atomic_folder(out) as staging:
         mixin.write_sample(staging, source, drawn, summary)
