@@ -10,7 +10,7 @@ from pathlib import Path
 
 from digi2real.config import Config
 from digi2real.stages import Argument
-from digi2real.stages.sample_mixin import MIXIN_ARGUMENT
+from digi2real.stages.sample_mixin import MIXIN_ARGUMENT, MIXIN_LEAKS_ARGUMENT
 
 CONFIG_KEYS = [
     "seed",
@@ -35,7 +35,7 @@ ARGUMENTS = (
     Argument("--out", "dataset_card.json to write"),
     Argument("--page", "the card's page (.html) to write"),
     MIXIN_ARGUMENT,
-    Argument("--mixin-leaks", "the mix-in's benchmark_leaks.csv (mixin_leaks)", default=None),
+    MIXIN_LEAKS_ARGUMENT,
     Argument("benchmarks", "benchmark files of the jobs to account for", nargs="*"),
 )
 

@@ -34,11 +34,11 @@ def run(
 
     from digi2real import models
     from digi2real.evaluation import EvaluationSettings, Gallery
-    from digi2real.faces import FaceSettings, decode_image, face_pipeline
+    from digi2real.faces import FaceSettings, UnreadableImage, decode_image, face_pipeline
     from digi2real.formats import read_real_faces
-    from digi2real.mixin import FACES, read_faces
+    from digi2real.mixin import FACES, MixinFace, read_faces
     from digi2real.progress import log
-    from digi2real.shard_store import member_spans, read_member
+    from digi2real.shard_store import ImageArchives
     from digi2real.stages.evaluate import write_benchmark_leaks
 
     # 1. The recognizer of the compared space, on aligned faces (no detection).
@@ -48,18 +48,21 @@ def run(
     paths = models.ModelPaths.from_config(config, *settings.models(spec))
     pipeline = face_pipeline(settings, paths, spec)
 
-    # 2. Every face of the sample embedded, a batch at a time.
+    # 2. Every face of the sample embedded, a batch at a time; one that does not read back
+    # is counted, not a traceback (embed_generated's reading).
     faces = read_faces(mixin)
-    archive = mixin / FACES
-    spans = member_spans(archive, [f.member for f in faces])
+    archive, archives = mixin / FACES, ImageArchives()
+
+    def decoded(face: MixinFace) -> np.ndarray | Exception:
+        try:
+            return decode_image(archives.read(archive, face.member), f"{archive}:{face.member}")
+        except UnreadableImage as error:
+            return error
+
     embeddings, labels, failed = [], [], []
     for start in range(0, len(faces), pipeline.batch_size):
         batch = faces[start : start + pipeline.batch_size]
-        images = [
-            decode_image(read_member(archive, f.member, spans[f.member]), f"{archive}:{f.member}")
-            for f in batch
-        ]
-        for f, result in zip(batch, pipeline.process_images(images), strict=True):
+        for f, result in zip(batch, pipeline.process_images(map(decoded, batch)), strict=True):
             if result.embedding is None:
                 failed.append(f"{f.member}: {result.message}")
                 continue

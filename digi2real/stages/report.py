@@ -7,7 +7,7 @@ from pathlib import Path
 
 from digi2real.config import Config
 from digi2real.stages import Argument
-from digi2real.stages.sample_mixin import MIXIN_ARGUMENT
+from digi2real.stages.sample_mixin import MIXIN_ARGUMENT, MIXIN_LEAKS_ARGUMENT
 
 CONFIG_KEYS = ["quality", "digiface.root", "ffhq.root", "gallery.root"]
 # results/report/<name>.png, in the order the report shows them
@@ -22,7 +22,7 @@ ARGUMENTS = (
     Argument("--samples", "sample grid .png to write"),
     Argument("--figures", "folder of the certificate's figures"),
     MIXIN_ARGUMENT,
-    Argument("--mixin-leaks", "the mix-in's benchmark_leaks.csv (mixin_leaks)", default=None),
+    MIXIN_LEAKS_ARGUMENT,
 )
 
 

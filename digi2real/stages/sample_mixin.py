@@ -17,6 +17,10 @@ ARGUMENTS = (Argument("--out", "mixin folder to write (faces.zip, faces.csv, sam
 MIXIN_ARGUMENT = Argument(
     "--mixin", "the real identities' sample (sample_mixin's folder)", default=None
 )
+# The card's and the certificate's: the sample's benchmark leaks (rule mixin_leaks).
+MIXIN_LEAKS_ARGUMENT = Argument(
+    "--mixin-leaks", "the mix-in's benchmark_leaks.csv (mixin_leaks)", default=None
+)
 
 
 def run(config: Config, out: Path) -> dict:
