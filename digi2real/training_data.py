@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from digi2real.errors import DataError
-from digi2real.exports import IR_HEADER, REAL, RECORD_MAGIC, SYNTHETIC
+from digi2real.exports import IR_HEADER, REAL, RECORD_MAGIC, SYNTHETIC, Classes
 from digi2real.face_tensors import decode_face, normalised
 
 _RECORD_HEAD = struct.Struct("<II")  # dmlc-core's record head: magic, (cflag << 29) | length
@@ -70,21 +70,26 @@ class _Files:
 
 
 class FaceRecords:
-    """The N encoded faces of an export with their labels 0..C-1, each class's identity and
-    its source (`synthetic`, or `real` for an identity of the mix-in)."""
+    """The N encoded faces of an export with their labels 0..C-1 and its classes, as the
+    export wrote them (each class's identity and source, `synthetic` or `real`)."""
 
-    def __init__(
-        self, folder: Path, labels: np.ndarray, identities: list[str], sources: list[str]
-    ) -> None:
+    def __init__(self, folder: Path, labels: np.ndarray, classes: Classes) -> None:
         self.folder = folder
         self.labels = labels
-        self.identities = identities
-        self.sources = sources
+        self.classes = classes
         self._files = _Files()
 
     @property
+    def identities(self) -> list[str]:
+        return self.classes.identities
+
+    @property
+    def sources(self) -> list[str]:
+        return self.classes.sources
+
+    @property
     def num_classes(self) -> int:
-        return len(self.identities)
+        return len(self.classes)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -93,10 +98,10 @@ class FaceRecords:
         raise NotImplementedError
 
 
-def read_identities(folder: Path) -> tuple[list[str], list[str]]:
+def read_identities(folder: Path) -> Classes:
     """The identity and the source of each label, from the export's labels.csv (label,
-    identity, images, source); an export written before the mix-in has no `source` column,
-    and only synthetic identities."""
+    identity, images, source), as exports.labels_csv wrote them; an export written before the
+    mix-in has no `source` column, and only synthetic identities."""
     path = folder / "labels.csv"
     if not path.is_file():
         raise DataError(f"{folder}: no labels.csv, not an export of this workflow")
@@ -104,7 +109,9 @@ def read_identities(folder: Path) -> tuple[list[str], list[str]]:
         rows = list(csv.DictReader(file))
     if [int(row["label"]) for row in rows] != list(range(len(rows))):
         raise DataError(f"{path}: labels are not 0..{len(rows) - 1} in order")
-    return [row["identity"] for row in rows], [row.get("source") or SYNTHETIC for row in rows]
+    return Classes(
+        [row["identity"] for row in rows], [row.get("source") or SYNTHETIC for row in rows]
+    )
 
 
 class RecordIOFaces(FaceRecords):
@@ -122,13 +129,14 @@ class RecordIOFaces(FaceRecords):
         except (OSError, ValueError) as error:
             raise DataError(f"{folder / 'train.idx'}: unreadable ({error})") from None
         self._offsets = offsets
-        names, sources = ([], []) if numbered else read_identities(folder)
-        super().__init__(folder, np.zeros(0, np.int64), names, sources)
+        classes = Classes([], []) if numbered else read_identities(folder)
+        super().__init__(folder, np.zeros(0, np.int64), classes)
         header = self._label_vector(0)
         first_class, end = int(header[0]), int(header[1])
         if numbered:
-            self.identities = [str(k) for k in range(end - first_class)]
-            self.sources = [REAL] * len(self.identities)
+            self.classes = Classes(
+                [str(k) for k in range(end - first_class)], [REAL] * (end - first_class)
+            )
         if first_class - 1 < 0 or end - first_class != self.num_classes:
             raise DataError(
                 f"{self._rec}: header says {end - first_class} classes, labels.csv "
@@ -197,7 +205,7 @@ class WebDatasetFaces(FaceRecords):
                     labels.append(int(file.read(cls.size)))
                 jpg = parts["jpg"]
                 self._images.append(ByteRange(path, jpg.offset_data, jpg.size))
-        super().__init__(folder, np.asarray(labels, np.int64), *read_identities(folder))
+        super().__init__(folder, np.asarray(labels, np.int64), read_identities(folder))
         if len(labels) and not 0 <= min(labels) <= max(labels) < self.num_classes:
             raise DataError(f"{folder}: a .cls label outside 0..{self.num_classes - 1}")
 
