@@ -37,6 +37,12 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/train.smk"
 
 
+# sweep.settings: the variants, each a sub-run under results/sweep/<variant>/.
+if SWEEP.variants:
+
+    include: "workflow/rules/sweep.smk"
+
+
 rule all:
     default_target: True
     input:
@@ -46,3 +52,5 @@ rule all:
         # With train.enabled: the recognizers trained, benchmarked and reported on.
         rules.report_training.output if config["train"]["enabled"] else [],
         expand(results("export/{format}"), format=config["export"]["formats"]),
+        # With sweep.settings: the variants compared.
+        rules.report_sweep.output if SWEEP.variants else [],

@@ -165,6 +165,12 @@ def subschema(key: str) -> dict:
     return {**node, "$defs": schema()["$defs"]}
 
 
+def check_value(value: Any, key: str, source: str, named: str | None = None) -> None:
+    """`value` checked against the schema of the dotted `key`; an error names `named` (the
+    key where the value was written) or else `key`."""
+    _validate(value, subschema(key), source, named or key)
+
+
 def _deref(node: dict) -> dict:
     """`node` with a local `$ref` replaced by what it points to (its own keys win)."""
     while "$ref" in node:

@@ -513,3 +513,64 @@ def training_curves_plot(curves: dict[str, list[dict]], benchmarks: list[str], p
     """Loss and learning rate against step, and each benchmark's accuracy against step, one
     line per trained sub-run (`curves`: its name to its metrics.jsonl records)."""
     _save(draw_training_curves(curves, benchmarks), path)
+
+
+# --- a sweep's figures (rule report_sweep) ------------------------------------------------------
+
+# The summary's columns plotted against each swept setting, with their axis labels.
+SWEEP_FIGURES = {
+    "yield": "yield (passed / planned images)",
+    "consistency_0.3": "consistency at 0.3",
+    "consistency_0.4": "consistency at 0.4",
+    "u_class_0.3": "U_class at 0.3",
+    "eer_percent": "verification EER (%)",
+    "fdr": "Fisher discriminant ratio",
+    "nearest_real_p99": "nearest real face, p99",
+}
+
+
+def sweep_positions(values: list) -> tuple[list[float], list[str] | None]:
+    """Where each value of a swept setting goes on the x axis: numbers at themselves; other
+    values (text, true/false, null) at 0, 1, ... in their first order, with their labels."""
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numeric:
+        return [float(v) for v in values], None
+    labels = list(dict.fromkeys(str(v) for v in values))
+    return [float(labels.index(str(v))) for v in values], labels
+
+
+def draw_sweep(rows: list[dict], keys: list[str]):
+    """One panel per figure (row) and swept setting (column): each variant a point at its
+    value of the setting; the mean of the variants at each value joined by a line."""
+    plt = _figure()
+    figures = [f for f in SWEEP_FIGURES if f in rows[0]] if rows else list(SWEEP_FIGURES)
+    figures += [column for column in (rows[0] if rows else {}) if column.startswith("accuracy_")]
+    figure, axes = plt.subplots(
+        len(figures), len(keys), figsize=(3.2 * len(keys), 2.2 * len(figures)), squeeze=False
+    )
+    for column, key in enumerate(keys):
+        x, labels = sweep_positions([row[key] for row in rows])
+        for line, name in enumerate(figures):
+            panel = axes[line][column]
+            points = [
+                (xi, row[name]) for xi, row in zip(x, rows, strict=True) if row[name] is not None
+            ]
+            if not points:
+                _no_data(panel, "not computed")
+            else:
+                panel.scatter(*zip(*points, strict=True), s=14)
+                at = sorted({p[0] for p in points})
+                means = [np.mean([y for xi, y in points if xi == a]) for a in at]
+                panel.plot(at, means, linewidth=1)
+            if labels is not None:
+                panel.set_xticks(range(len(labels)), labels)
+            if line == len(figures) - 1:
+                panel.set_xlabel(key)
+            if column == 0:
+                panel.set_ylabel(SWEEP_FIGURES.get(name, name.replace("accuracy_", "accuracy ")))
+    figure.tight_layout()
+    return figure
+
+
+def sweep_plot(rows: list[dict], keys: list[str], path: Path) -> None:
+    _save(draw_sweep(rows, keys), path)

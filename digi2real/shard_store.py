@@ -419,6 +419,51 @@ def locate_raw_images(
     return found
 
 
+def adopt_donated(found: RawImages, keys: list[str], donors: list[Path]) -> int:
+    """Each image still missing whose key a donor shard's archive holds (the same shard of the
+    run, or of a sweep's other generation folder), copied into this shard as a loose image
+    with its record, as if generated here: the same key is the same pixels. Returns how many.
+    A donor's archive is replaced whole by its commit, so it reads as one commit left it;
+    a member that does not read back is generated instead."""
+    missing = {keys[i]: i for i in found.missing()}
+    if not found.formats.keeps_raw or not missing:
+        return 0
+    adopted = 0
+    for donor in donors:
+        archive = donor / IMAGE_ARCHIVE
+        if not missing or archive.resolve() == (found.shard_dir / IMAGE_ARCHIVE).resolve():
+            continue
+        try:
+            comments = found.archives.comments(archive)
+        except (OSError, Digi2RealError):
+            continue
+        for member, key in comments.items():
+            i = missing.get(key)
+            if i is None:
+                continue
+            try:
+                data = found.archives.read(archive, member)
+                decode_image(data, member)
+            except (OSError, Digi2RealError, UnreadableImage):
+                continue
+            save_image(data, found.shard_dir / found.loose_name(i))
+            append_record(
+                found.shard_dir,
+                {**record_ids(found.plan, i), "image_key": key, "raw_path": found.loose_name(i)},
+            )
+            found.loose.add(i)
+            del missing[key]
+            adopted += 1
+    log.info(
+        "shard %d: %d images copied from other shards that made them with the same key, %d "
+        "to generate",
+        found.plan.shard,
+        adopted,
+        len(missing),
+    )
+    return adopted
+
+
 def loose_crop(plan: ShardPlan, i: int) -> str:
     """A crop while its shard runs: lossless, the recognizer embeds it at the commit."""
     return aligned_path(plan.image_identity[i], plan.image_index[i], "png")

@@ -238,15 +238,29 @@ def test_the_config_command_prints_the_resolved_config(tmp_path):
 
 
 def test_one_stage_module_per_rule_named_as_the_rule(tmp_path):
+    # With a sweep, whose rules are the run's used again (sweep_<rule>) and report_sweep.
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("sweep: {settings: {delta.scale: [0.5]}}\n")
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--list-rules", "--configfile", "demo.yaml"],
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--list-rules",
+            "--configfile",
+            "demo.yaml",
+            str(sweep),
+        ],
         capture_output=True,
         text=True,
         check=True,
         cwd=REPO,
         env={**os.environ, "PATH": LOCAL_SNAKEMAKE_PATH},
     )
-    rules = set(result.stdout.split()) - {"all"}
+    listed = set(result.stdout.split()) - {"all"}
+    used_again = {rule for rule in listed if rule.startswith("sweep_")}
+    assert {rule.removeprefix("sweep_") for rule in used_again} <= set(STAGES)
+    rules = listed - used_again
     assert rules == set(STAGES)
     cli = subprocess.run(
         [sys.executable, "-m", "digi2real", "--help"], capture_output=True, text=True, check=True

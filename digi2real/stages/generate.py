@@ -29,12 +29,27 @@ ARGUMENTS = (
     Argument("--delta", "delta.h5", dest="delta_path"),
     Argument("--models", "models.json, the model hashes", dest="models_path"),
     Argument("--out", "shards/<shard>/manifest.parquet to commit"),
+    Argument(
+        "--donors",
+        "other shard folders whose archives may hold this shard's images, made with the same "
+        "keys (a sweep's: the run's shard, the other generation folders')",
+        nargs="*",
+        default=[],
+    ),
 )
 
 
-def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, out: Path) -> int:
+def run(
+    config: Config,
+    plan_path: Path,
+    delta_path: Path,
+    models_path: Path,
+    out: Path,
+    donors: list[Path] | None = None,
+) -> int:
     """Generate the shard planned in `plan_path` into the folder of `out`, its manifest, with
-    the model hashes of `models_path` in each image's key; returns the process exit code."""
+    the model hashes of `models_path` in each image's key; returns the process exit code. An
+    image a `donors` shard made with the same key is copied, not generated again."""
     import torch
 
     from digi2real import faces, formats, generation, models, shard_generation, shard_store
@@ -84,6 +99,7 @@ def run(config: Config, plan_path: Path, delta_path: Path, models_path: Path, ou
                 shard_generation.image_key(shard_key, c, seed) for c, seed in conditions_and_seeds
             ]
             stored = shard_store.locate_raw_images(plan, keys, shard_dir, image_formats)
+            shard_store.adopt_donated(stored, keys, donors or [])
             started = time.monotonic()
             with shard_generation.BackgroundStore(checker, stored, keys, faults) as store:
                 try:

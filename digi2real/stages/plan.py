@@ -14,13 +14,27 @@ ARGUMENTS = (
     Argument("--embeddings", "DigiFace embeddings .h5"),
     Argument("--real", "real faces' embeddings .h5 (FFHQ, the gallery)", nargs="+", default=[]),
     Argument("--out", "plan files, shard 0, 1, ... in order", dest="outputs", nargs="+"),
+    Argument(
+        "--identities",
+        "plan only the first this many identities (a sweep's variants: sweep.identities)",
+        type=int,
+        default=None,
+    ),
 )
 
 
-def run(config: Config, embeddings: Path, outputs: list[Path], real: Path | None = None) -> None:
+def run(
+    config: Config,
+    embeddings: Path,
+    outputs: list[Path],
+    real: Path | None = None,
+    identities: int | None = None,
+) -> None:
     """The plan of each generation shard into `outputs` (shard 0, 1, ...), identities cut in
-    selection order. Shards past the last identity (a selection larger than the folder) get
-    empty plans, so the workflow's shard list can follow from the config alone. The gates
+    selection order (the first `identities` of them when given: each identity's plan is the
+    same as in a plan of them all, its seeds derive from the seed, its name and its index).
+    Shards past the last identity (a selection larger than the folder) get empty plans, so
+    the workflow's shard list can follow from the config alone. The gates
     (plan.max_real_similarity against the `real` faces' files, plan.max_prototype_similarity)
     drop identities before any shard is cut, so a dropped identity keeps its slot."""
     from digi2real import layout
@@ -32,9 +46,12 @@ def run(config: Config, embeddings: Path, outputs: list[Path], real: Path | None
 
     # 1. The identities, in selection order, and the shards they need, checked.
     table = read_embeddings(embeddings)
-    identities = list(dict.fromkeys(table.identity))
-    if not identities or identities == [""]:
+    selected = list(dict.fromkeys(table.identity))
+    if not selected or selected == [""]:
         raise DataError(f"{embeddings}: holds no identities (is it an FFHQ file?)")
+    if identities is not None:
+        selected = selected[:identities]
+    identities = selected
     settings = PlanSettings.from_config(config)
     per_shard = config["plan"]["identities_per_shard"]
     needed = layout.n_shards(len(identities), per_shard)

@@ -180,7 +180,7 @@ class Roots:
         return root / path if root is not None and path else None
 
 
-def _sources_by_identity(table) -> dict[str, list[str]]:
+def sources_by_identity(table) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for identity, path in zip(
         table.column("identity").to_pylist(), table.column("source_image").to_pylist(), strict=True
@@ -196,7 +196,7 @@ def sources_beside_generated(table, roots: Roots) -> list:
     from digi2real.dataset import passed_by_identity
     from digi2real.plots import Section
 
-    sources = _sources_by_identity(table)
+    sources = sources_by_identity(table)
     rows = []
     for identity, crops in list(passed_by_identity(table, roots.results).items())[:ROWS]:
         row = [
@@ -219,7 +219,7 @@ def colliding_pairs(tables: Path, table, roots: Roots) -> list:
     crops = passed_by_identity(table, roots.results)
     sources = {
         identity: [roots.digiface / path for path in paths]
-        for identity, paths in _sources_by_identity(table).items()
+        for identity, paths in sources_by_identity(table).items()
     }
     # Identities the plan dropped have no rows with source images: their first usable one.
     for entry in pq.read_table(tables / "sources.parquet").to_pylist():

@@ -4,6 +4,7 @@
 # the Snakefile's folder first on sys.path before it reads the Snakefile.
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.settings import SharedFSUsage
 
 from digi2real import layout, models
+from digi2real import sweep as sweeps
 from digi2real.atomic import write_text_if_changed
 from digi2real.preflight import built_by_the_demo, preflight
 from digi2real.config import config_slice, read_config_file, resolve_config, stage_keys
@@ -170,12 +172,13 @@ def root_listing(dataset):
     return str(layout.listing_path(RESULTS, dataset))
 
 
-def settings_json(rule, **wildcards):
-    """The slice of the config that the stage of `rule` reads (its CONFIG_KEYS), as JSON. It is
-    passed to the CLI, and as a params entry it makes a change to those keys rerun the rule and
-    what depends on it, nothing else."""
+def settings_json(rule, settings=None, **wildcards):
+    """The slice of the config (`settings`: a sweep variant's, by default the run's) that the
+    stage of `rule` reads (its CONFIG_KEYS), as JSON. It is passed to the CLI, and as a params
+    entry it makes a change to those keys rerun the rule and what depends on it, nothing
+    else."""
     keys = stage_keys(stage(rule).CONFIG_KEYS, **wildcards)
-    return json.dumps(config_slice(config, keys), sort_keys=True)
+    return json.dumps(config_slice(settings or config, keys), sort_keys=True)
 
 
 # The folder of each embedding space under the results, the wildcard `space` of embed and
@@ -331,10 +334,11 @@ def real_faces():
     return [results("embeddings/ffhq.h5"), *gallery]
 
 
-def real_faces_for(section):
+def real_faces_for(section, settings=None):
     """The real faces, as an input of a rule whose `<section>.max_real_similarity` gate is
-    set; nothing when it is off, so turning it on or off reruns only that rule."""
-    if config[section]["max_real_similarity"] is None:
+    set (in `settings`, a sweep variant's config, by default the run's); nothing when it is
+    off, so turning it on or off reruns only that rule."""
+    if (settings or config)[section]["max_real_similarity"] is None:
         return []
     return real_faces()
 
@@ -554,3 +558,137 @@ def generation_benchmarks(wildcards):
 def training_benchmarks(wildcards):
     """The benchmark file of every training job: each trained sub-run's GPU-hours."""
     return [job_benchmark("train", run=run) for run in TRAINED_RUNS]
+
+
+# --- Sweeps (workflow/rules/sweep.smk, digi2real/sweep.py) -------------------------------------
+
+# The variants of `sweep:`, checked (one line naming the key) and each resolved; none without
+# sweep.settings.
+try:
+    SWEEP = sweeps.plan_sweep(
+        config,
+        INPUT_COUNTS["digiface"],
+        " over ".join(reversed(CONFIG_FILES)) or "config",
+    )
+except Digi2RealError as error:
+    raise WorkflowError(str(error)) from None
+SWEEP_SHARDS = range(SWEEP.shards)
+# Where a variant's files go, and its generation folder's (shared by the variants that agree on
+# every key the plan and the generation read).
+SWEEP_VARIANT = "sweep/{variant}/"
+SWEEP_GENERATION = f"sweep/{sweeps.GENERATED}/{{generation}}/"
+
+
+def sweep_identities_of_shard(shard):
+    """The identities of sweep shard `shard`: the run's cut, the last one cut short."""
+    per_shard = config["plan"]["identities_per_shard"]
+    return max(0, min(per_shard, SWEEP.identities - shard * per_shard))
+
+
+if workflow.is_main_process and SWEEP.variants:
+    MEASURED = sweeps.measured_seconds_per_image(Path(RESULTS))
+    if MEASURED is None:
+        RATE = (config["cluster"]["seconds_per_image"], "cluster.seconds_per_image")
+    else:
+        RATE = (MEASURED[0], f"measured by {MEASURED[1]} generation jobs of this run")
+    for line in sweeps.cost_lines(
+        SWEEP, *RATE, [sweep_identities_of_shard(s) for s in SWEEP_SHARDS]
+    ):
+        print(line, file=sys.stderr)
+
+
+def variant_config(wildcards):
+    return SWEEP.variant(wildcards.variant).config
+
+
+def generation_config(wildcards):
+    return SWEEP.generations()[wildcards.generation]
+
+
+def variant_generation(wildcards, path):
+    """`path` in the generation folder of the variant `wildcards.variant`."""
+    generation = SWEEP.variant(wildcards.variant).generation
+    return results(SWEEP_GENERATION.format(generation=generation) + path)
+
+
+def sweep_manifests(wildcards):
+    return [
+        variant_generation(wildcards, f"shards/{shard}/manifest.parquet")
+        for shard in SWEEP_SHARDS
+    ]
+
+
+def sweep_plans(wildcards):
+    return [variant_generation(wildcards, f"plan/{shard}.h5") for shard in SWEEP_SHARDS]
+
+
+def sweep_compared_embeddings(wildcards):
+    """compared_embeddings of a variant: its own generated images', the rest the run's."""
+    shared = compared_embeddings(wildcards)
+    if config["evaluation"]["recognizer"]:
+        shared["generated"] = [
+            variant_generation(wildcards, f"evaluation/embeddings/generated/{shard}.h5")
+            for shard in SWEEP_SHARDS
+        ]
+    else:
+        shared["generated"] = [results(f"{SWEEP_VARIANT}embeddings/generated.h5")]
+    return {
+        name: expand(paths, variant=wildcards.variant) for name, paths in shared.items()
+    }
+
+
+def sweep_donors(wildcards):
+    """--donors of a generation shard: the same shard of the run and of every generation
+    folder, whose images of an equal key it copies instead of generating them. A pattern the
+    job's shell expands, so that adding a variant changes no other shard's params (which would
+    rerun it); the shard's own folder and any that does not exist yet are passed over.
+    """
+    shard = f"shards/{wildcards.shard}"
+    return f"--donors {results(shard)} {results(f'sweep/{sweeps.GENERATED}/*/{shard}')}"
+
+
+def sweep_generation_runtime(wildcards, attempt):
+    """generation_runtime of a sweep shard: its own identities and images per identity."""
+    images = (
+        max(1, sweep_identities_of_shard(int(wildcards.shard)))
+        * generation_config(wildcards)["plan"]["images_per_identity"]
+    )
+    minutes = 10 + 2 * images * config["cluster"]["seconds_per_image"] / 60
+    return round(minutes * (1 + 0.5 * (attempt - 1)))
+
+
+def sweep_training_leaks(wildcards):
+    """The variant's own benchmark leaks, left out of its training as the run's are."""
+    settings = variant_config(wildcards)
+    if settings["train"]["exclude_benchmark_leaks"] and settings["benchmark"]["bins"]:
+        return results(f"{SWEEP_VARIANT}evaluation/benchmark_leaks.csv")
+    return []
+
+
+def sweep_training_settings_json(wildcards):
+    """train's slice of a variant's config, as the run's own recognizer's (no mix-in)."""
+    settings = json.loads(settings_json("train", variant_config(wildcards)))
+    settings["train"].pop("mixin_mode")
+    settings["train"].pop("finetune")
+    return json.dumps(settings, sort_keys=True)
+
+
+def sweep_training_runtime(wildcards, attempt):
+    """training_runtime of a variant: its identities' images."""
+    settings = variant_config(wildcards)
+    train = settings["train"]
+    gpus = max(1, train["gpus"])
+    images = (
+        SWEEP.identities * settings["plan"]["images_per_identity"] * train["epochs"]
+    )
+    if train["max_steps"] is not None:
+        images = min(images, train["max_steps"] * train["batch_size"] * gpus)
+    return round(20 + 1.5 * images / (train["images_per_second"] * gpus) / 60)
+
+
+def sweep_variant_files(path):
+    """`path` of every variant, in the summary's order."""
+    return [
+        results(SWEEP_VARIANT.format(variant=variant.name) + path)
+        for variant in SWEEP.variants
+    ]

@@ -43,8 +43,11 @@ rule generate:
         runtime=generation_runtime,
     params:
         config=settings_json("generate"),
+        # A sweep's generation (sweep_generate): --donors, the shards that may hold its images.
+        donors="",
     shell:
         # exec: SIGTERM from SLURM reaches Python itself, which stops cleanly, rather than the
         # shell around it.
         "exec python -m digi2real generate --config {params.config:q} --plan {input.plan}"
-        " --delta {input.delta} --models {input.models} --out {output} > {log} 2>&1"
+        " --delta {input.delta} --models {input.models} --out {output} {params.donors}"
+        " > {log} 2>&1"

@@ -15,6 +15,8 @@ rule plan:
     params:
         config=settings_json("plan"),
         real=lambda wildcards, input: f"--real {input.real}" if input.real else "",
+        # A sweep's plan (sweep_plan): --identities, its first sweep.identities.
+        identities="",
     shell:
         "python -m digi2real plan --config {params.config:q} --embeddings {input.digiface}"
-        " {params.real} --out {output} > {log} 2>&1"
+        " {params.real} {params.identities} --out {output} > {log} 2>&1"
