@@ -63,6 +63,7 @@ VARIANT_STAGES = (
 # Keys a variant cannot change although only its own stages read them, and why.
 FIXED = {
     "plan.identities_per_shard": "the sweep cuts its identities into the run's shards",
+    "train.enabled": "every variant is trained, or none, as the run is",
 }
 # The values a stage's templated key takes (embed's `{recognizer}`, `{dataset}.face`).
 TEMPLATE_VALUES = {

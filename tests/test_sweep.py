@@ -84,6 +84,7 @@ def test_no_sweep_no_variants(demo_config):
         ({"delta.scale": [0.5, 0.5]}, "sweep.settings.delta.scale: lists 0.5 twice"),
         ({"plan.t": [{"mode": "fixed"}]}, "sweep.settings.plan.t: a swept value is a number"),
         ({"plan.identities_per_shard": [2]}, "sweep.settings.plan.identities_per_shard: cannot"),
+        ({"train.enabled": [False]}, "sweep.settings.train.enabled: cannot be swept (every"),
     ],
 )
 def test_a_bad_sweep_is_one_line_naming_the_key(demo_config, settings, named):

@@ -62,7 +62,7 @@ def run(
     results_of = [read_evaluation(path) for path in evaluations]
     benchmark_of = [json.loads(path.read_text()) for path in benchmarks] or [None] * len(described)
     # 2. The summary: settings, headline figures, accuracies.
-    keys = list(dict.fromkeys(key for variant in described for key in variant["settings"]))
+    keys = list(described[0]["values"]) if described else []
     rows = summary_rows(described, keys, results_of, benchmark_of)
     write_summary(rows, summary)
     # 3. The figures against each setting, the images across the variants, the page.
