@@ -126,6 +126,14 @@ def reads(keys: list[str], key: str) -> bool:
     )
 
 
+def run_value(config: Config, key: str) -> Any:
+    """The value at `key`, None where the config leaves it out (plan.t.low with plan.t fixed)."""
+    try:
+        return lookup(config, key)
+    except ConfigError:
+        return None
+
+
 def value_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -210,7 +218,7 @@ def plan_sweep(config: Config, digiface_identities: int, source: str = "config")
     else:
         choices = [{}]
         for key, values in swept.items():
-            choices += [{key: value} for value in values if value != lookup(config, key)]
+            choices += [{key: value} for value in values if value != run_value(config, key)]
     variants = []
     for settings in choices:
         name = variant_name(settings)
@@ -315,7 +323,7 @@ def described(sweep: Sweep) -> list[dict]:
         {
             "name": variant.name,
             "settings": variant.settings,
-            "values": {key: lookup(variant.config, key) for key in sweep.keys},
+            "values": {key: run_value(variant.config, key) for key in sweep.keys},
             "generation": variant.generation,
         }
         for variant in sweep.variants

@@ -65,6 +65,15 @@ def test_one_at_a_time_varies_each_key_alone_beside_the_runs_settings(demo_confi
     ]
 
 
+def test_a_key_the_run_leaves_out_is_none_beside_its_variants(demo_config):
+    demo_config["plan"]["t"] = {"mode": "fixed"}  # no plan.t.low
+    sweep = sweep_of(demo_config, mode="one_at_a_time", **{"plan.t.low": [0.2]})
+    assert [row["values"] for row in described(sweep)] == [
+        {"plan.t.low": None},
+        {"plan.t.low": 0.2},
+    ]
+
+
 def test_no_sweep_no_variants(demo_config):
     assert sweep_of(demo_config).variants == []
 
