@@ -155,16 +155,30 @@ def archive_keys(shard: Path) -> dict[str, bytes]:
 def test_a_sweep_certifies_each_variant_and_shares_images_by_key(run, tmp_path):
     workdir = copy_run(run, tmp_path / "sweep")
     results = workdir / "results"
-    change_config(workdir, "train.enabled", False)
     change_config(
         workdir,
         "sweep",
         {"settings": {"delta.scale": [0.5]}, "mode": "one_at_a_time", "identities": 4},
     )
     summary, target = results / "sweep/summary.csv", "results/sweep/summary.csv"
+    # With train.enabled each variant trains its recognizer on its export and benchmarks it.
+    change_config(workdir, "train.enabled", True)
+    trained = planned_jobs(workdir, target)
+    assert [trained[f"sweep_{rule}"] for rule in ("export_recordio", "train", "benchmark")] == [
+        2,
+        2,
+        2,
+    ]
+    change_config(workdir, "train.enabled", False)
     dry = snakemake(workdir, "-n", target)
     # The dry run prices each variant: base's images are the run's own, by key.
     assert "base: 16 images" in dry.stderr and "delta.scale~0.5: 16 images" in dry.stderr
+    # The workflow's profile asks a GPU for a sweep's generation jobs as for the run's.
+    generation_jobs = dry.stdout.split("rule sweep_generate:")[1:]
+    assert generation_jobs and all(
+        "gpu=1, mem_mb=12000" in job.split("resources:")[1].splitlines()[0]
+        for job in generation_jobs
+    ), dry.stdout
     snakemake(workdir, target)
     rows = list(csv.DictReader(summary.open()))
     assert [(r["variant"], r["delta.scale"]) for r in rows] == [

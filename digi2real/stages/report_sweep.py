@@ -110,7 +110,7 @@ def write_sweep_page(
 ) -> None:
     from digi2real.pages import Table, write_page
 
-    columns = list(rows[0]) if rows else []
+    columns = [*dict.fromkeys(column for row in rows for column in row), "certificate"]
     lead = [
         f"{len(rows)} variants of {', '.join(keys)}, each generated from the same first "
         "identities and certified alone (results/sweep/<variant>/); the table is "
@@ -118,5 +118,13 @@ def write_sweep_page(
         f"Each figure against each swept setting: {figures.name}; the same identities across "
         f"the variants: {samples.name}.",
     ]
-    table = Table("Variants", columns, [[row[column] for column in columns] for row in rows])
+    # Each variant's certificate, from the sweep's folder (results/sweep/).
+    table = Table(
+        "Variants",
+        columns,
+        [
+            [*(row.get(c) for c in columns[:-1]), f"{row['variant']}/report/certificate.html"]
+            for row in rows
+        ],
+    )
     write_page(page, "Sweep", lead, [table])
