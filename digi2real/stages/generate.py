@@ -84,15 +84,13 @@ def run(
         # settings); each batch is stored and checked in the background while the next one
         # is generated.
         if len(plan):
-            pipeline = generation.build_pipeline(generation_models, settings)
-            generator = generation.Arc2FaceGenerator(pipeline, settings, delta.delta)
+            # The keys take the device and dtype as build_pipeline resolves them: the models
+            # load only when an image is missing, so that a rerun whose images are all kept (a
+            # plan gate dropped an identity, a model moved) reads no weights.
+            device = models.resolve_device(settings.device)
+            dtype = models.resolve_dtype(settings.dtype, device)
             shard_key = shard_generation.settings_key(
-                model_hashes,
-                settings,
-                pipeline.device.type,
-                str(pipeline.unet.dtype),
-                delta.delta,
-                image_formats,
+                model_hashes, settings, device.type, str(dtype), delta.delta, image_formats
             )
             conditions_and_seeds = zip(plan.condition, plan.seed, strict=True)
             keys = [
@@ -102,12 +100,20 @@ def run(
             shard_store.adopt_donated(stored, keys, donors or [])
             started = time.monotonic()
             with shard_generation.BackgroundStore(checker, stored, keys, faults) as store:
-                try:
-                    failures = shard_generation.generate_missing(
-                        generator, stored, store, stop, faults
-                    )
-                except generation.Interrupted:
-                    pass
+                if stored.missing():
+                    pipeline = generation.build_pipeline(generation_models, settings)
+                    if (pipeline.device.type, pipeline.unet.dtype) != (device.type, dtype):
+                        raise RuntimeError(  # the keys would name other pixels than these
+                            f"pipeline on {pipeline.device.type} in {pipeline.unet.dtype}, "
+                            f"keyed as {device.type} in {dtype}"
+                        )
+                    generator = generation.Arc2FaceGenerator(pipeline, settings, delta.delta)
+                    try:
+                        failures = shard_generation.generate_missing(
+                            generator, stored, store, stop, faults
+                        )
+                    except generation.Interrupted:
+                        pass
             checked = store.checks
             log.info(
                 "shard %d: %d images generated, stored and checked in %.3f s",
@@ -115,7 +121,7 @@ def run(
                 len(checked),
                 time.monotonic() - started,
             )
-            generation.log_peak_gpu_memory(pipeline.device)
+            generation.log_peak_gpu_memory(device)
             if stop():
                 log.warning("shard %d: stopped; images on disk are kept for the rerun", plan.shard)
                 return STOPPED
