@@ -446,7 +446,7 @@ def test_the_verification_file_pairs_held_out_identities(root):
     from digi2real.verification import load_bin
 
     faces = load_bin(root / "benchmarks/demo.bin")
-    assert faces.images.shape == (80, 112, 112, 3) and faces.images.dtype == np.uint8
-    assert faces.issame.tolist() == [True, False] * 20  # each fold holds both kinds
+    assert faces.images.shape == (40, 112, 112, 3) and faces.images.dtype == np.uint8
+    assert faces.issame.tolist() == [True, False] * 10  # each fold holds both kinds
     # Held out: none of its identities is a demo subject that a run could train on.
     assert min(demo.faces.BENCHMARK_IDENTITIES) >= N_IDENTITIES
