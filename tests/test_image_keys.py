@@ -11,6 +11,7 @@ import yaml
 from tests.workflow_runs import (
     GENERATED,
     IMAGES_PER_IDENTITY,
+    MANIFEST,
     change_config,
     copy_run,
     planned_jobs,
@@ -42,10 +43,11 @@ def test_a_setting_that_changes_pixels_remakes_every_image(run, tmp_path, change
         vae = workdir / "vae"
         shutil.copytree(config["models"]["vae"], vae)
         change_config(workdir, "models.vae", str(vae))
-        snakemake(workdir)  # the same VAE at another path: every image reused
+        snakemake(workdir, MANIFEST)  # the same VAE at another path: every image reused
         assert reused_and_made(workdir) == (GENERATED, 0)
         (vae / "README.md").write_text("notes beside the weights, not read by the loader\n")
-        assert planned_jobs(workdir) == {}  # the model's hash covers what the loader reads
+        # The model's hash covers what the loader reads: nothing that makes the dataset reruns.
+        assert planned_jobs(workdir, MANIFEST) == {}
         write_vae(vae, seed=7)  # other weights, same path
         shutil.rmtree(workdir / "results/logs/generate")
     else:
@@ -56,7 +58,7 @@ def test_a_setting_that_changes_pixels_remakes_every_image(run, tmp_path, change
             "ffhq.count": 12,
         }[change]
         change_config(workdir, change, new)
-    snakemake(workdir)
+    snakemake(workdir, MANIFEST)
     assert reused_and_made(workdir) == (0, GENERATED)
     before, after = raw_images(run), raw_images(workdir)
     assert before.keys() == after.keys() and all(after[k] != before[k] for k in before)
@@ -92,6 +94,6 @@ def test_a_lost_record_or_a_foreign_image_is_made_again(run, tmp_path):
     (shard / "records.jsonl").write_text("\n".join(records[2:]) + "\n{cut short")
     shutil.rmtree(workdir / "results/logs/generate")
     # README's way to redo a shard: name its manifest as the target, with --forcerun.
-    snakemake(workdir, "--forcerun", "results/shards/0/manifest.parquet")
+    snakemake(workdir, "--forcerun", "results/shards/0/manifest.parquet", MANIFEST)
     assert reused_and_made(workdir) == (4 * IMAGES_PER_IDENTITY - 2, 2)
     assert raw_images(workdir) == raw_images(run)

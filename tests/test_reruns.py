@@ -16,6 +16,7 @@ from tests.conftest import default_sigint
 from tests.workflow_runs import (
     AFTER_AGGREGATE,
     IMAGES_PER_IDENTITY,
+    MANIFEST,
     change_config,
     copy_run,
     generate_logs,
@@ -38,7 +39,7 @@ def test_changing_a_threshold_reruns_only_aggregation(run, tmp_path):
     config["quality"]["min_det_score"] = 0.99
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     assert planned_jobs(workdir) == AFTER_AGGREGATE
-    snakemake(workdir)
+    snakemake(workdir, MANIFEST)
     rows = read_table(workdir / "results/manifest.parquet")
     assert all(r["det_score"] >= 0.99 for r in rows if r["passed"])
     assert any(r["reject_reason"] == "low_det_score" for r in rows)
@@ -47,7 +48,7 @@ def test_changing_a_threshold_reruns_only_aggregation(run, tmp_path):
 def test_killed_shard_resumes_to_the_uninterrupted_result(run, tmp_path):
     workdir = copy_run(run, tmp_path / "kill")
     remove_generation(workdir)
-    killed = snakemake(workdir, env={"DIGI2REAL_KILL_AFTER_IMAGES": "6"}, check=False)
+    killed = snakemake(workdir, MANIFEST, env={"DIGI2REAL_KILL_AFTER_IMAGES": "6"}, check=False)
     assert killed.returncode != 0
     started = list((workdir / "results/shards").iterdir())
     killed = [folder for folder in started if not (folder / "manifest.parquet").exists()]
@@ -57,7 +58,7 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(run, tmp_path):
         assert len(list(folder.glob("raw/*/*.jpg"))) == 6, "killed after its 6th image"
         assert not [p for p in folder.rglob("*") if p.name.startswith(".")], "no partial file"
         assert not (folder / "images.zip").exists()
-    snakemake(workdir)
+    snakemake(workdir, MANIFEST)
     assert read_table(workdir / "results/manifest.parquet") == read_table(
         run / "results/manifest.parquet"
     )
@@ -75,13 +76,15 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(run, tmp_path):
 def test_a_failed_shard_leaves_the_others_and_only_it_reruns(run, tmp_path):
     workdir = copy_run(run, tmp_path / "fail")
     remove_generation(workdir)
-    failed = snakemake(workdir, "--keep-going", env={"DIGI2REAL_FAIL_SHARDS": "1"}, check=False)
+    failed = snakemake(
+        workdir, "--keep-going", MANIFEST, env={"DIGI2REAL_FAIL_SHARDS": "1"}, check=False
+    )
     assert failed.returncode != 0
     shards = workdir / "results/shards"
     assert (shards / "0/manifest.parquet").is_file() and (shards / "2/manifest.parquet").is_file()
     assert not (shards / "1/manifest.parquet").exists()
     assert planned_jobs(workdir) == {"generate": 1, **AFTER_AGGREGATE}
-    snakemake(workdir)
+    snakemake(workdir, MANIFEST)
     assert read_table(workdir / "results/manifest.parquet") == read_table(
         run / "results/manifest.parquet"
     )
@@ -94,7 +97,7 @@ def test_shard_size_does_not_change_the_images(run, tmp_path):
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     assert planned_jobs(workdir)["generate"] == 4
     remove_generation(workdir)
-    snakemake(workdir)
+    snakemake(workdir, MANIFEST)
     ours = {
         (r["identity"], r["image_index"]): r
         for r in read_table(workdir / "results/manifest.parquet")

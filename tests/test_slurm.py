@@ -44,8 +44,8 @@ pytestmark = pytest.mark.slurm
 
 # The demo (demo.yaml, its jobs below, demo_assets included) with quick generation: a shard takes
 # about 10 s of job time instead of 30; and without its recognizer's training, whose stop and
-# retry tests/test_workflow.py runs locally (the same exit 143 and resume as a shard's here).
-# Everything else is the demo's.
+# retry tests/test_training_workflow.py runs locally (the same exit 143 and resume as a shard's
+# here). Everything else is the demo's.
 FAST = {
     "generation.height": 64,
     "generation.width": 64,
