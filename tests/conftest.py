@@ -48,22 +48,26 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-# The modules that take longest, longest first (measured with --durations on 2 cores: the SLURM
-# scenarios ~450 s, the workflow tests ~370 s, the reruns ~350 s, the demo's training in the
-# workflow ~120 s alone and 430 s under the suite's load, the compile test's module ~200 s, the
-# settings' reruns ~140 s, the training's stops and resumes ~135 s, the shard kills ~100 s),
-# then the others in file order.
+# The modules that take longest, longest first (measured with --durations and a JUnit report on
+# 2 cores, under the suite's load, 2026-12-04: the SLURM scenarios ~430 s, the reruns ~500 s,
+# the workflow tests ~530 s, the settings' reruns ~560 s, the demo's training in the workflow
+# ~390 s, the compile test's module ~100-220 s, the training's stops and resumes ~240 s, the
+# certificate's reruns ~135 s, the shard kills ~170 s, the sweep ~115 s, the benchmarks ~85 s),
+# then the others in file order. The SLURM module first: it mostly waits for the cluster.
 # pytest-xdist hands modules out in the order collected (--no-loadscope-reorder, pyproject.toml;
 # its default reorder, by number of tests, started the SLURM module last, a 7-minute tail).
 LONGEST_FIRST = (
     "test_slurm.py",
-    "test_workflow.py",
     "test_reruns.py",
+    "test_workflow.py",
+    "test_image_keys.py",
     "test_training_workflow.py",
     "test_generation.py",
     "test_training.py",
-    "test_image_keys.py",
+    "test_certificate_workflow.py",
     "test_shards.py",
+    "test_sweep.py",
+    "test_benchmarks.py",
 )
 
 
