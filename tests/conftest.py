@@ -135,30 +135,32 @@ MXNET = ("mxnet==1.9.1", "numpy==1.23.5")
 
 @pytest.fixture(scope="session")
 def mxnet_python(tmp_path_factory) -> Path:
-    """The Python of a virtual environment holding MXNet; the tests fail, not skip, where it
-    cannot be installed on x86-64 (MXNet publishes wheels for it only)."""
+    """The Python of a virtual environment holding MXNet, installed once for the session's
+    workers (made_once); the tests fail, not skip, where it cannot be installed on x86-64
+    (MXNet publishes wheels for it only)."""
     import platform
     import subprocess
     import sys
 
-    folder = tmp_path_factory.mktemp("mxnet") / "env"
-    python = folder / "bin" / "python"
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", *MXNET],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        subprocess.run([str(python), "-c", "import mxnet.recordio"], check=True)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-        stderr = getattr(error, "stderr", "") or ""
-        if platform.machine() in ("x86_64", "AMD64"):
-            pytest.fail(f"cannot install {' '.join(MXNET)}: {error}\n{stderr[-2000:]}")
-        pytest.skip(f"no MXNet wheel for {platform.machine()}")
-    return python
+    def install(folder: Path) -> None:
+        python = folder / "env" / "bin" / "python"
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(folder / "env")], check=True)
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "--quiet", *MXNET],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            subprocess.run([str(python), "-c", "import mxnet.recordio"], check=True)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            stderr = getattr(error, "stderr", "") or ""
+            if platform.machine() in ("x86_64", "AMD64"):
+                pytest.fail(f"cannot install {' '.join(MXNET)}: {error}\n{stderr[-2000:]}")
+            pytest.skip(f"no MXNet wheel for {platform.machine()}")
+
+    return made_once(tmp_path_factory, "mxnet", install) / "env" / "bin" / "python"
 
 
 # --- the workflow tests' inputs and reference run (tests/workflow_runs.py) ---------------------
