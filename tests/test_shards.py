@@ -216,10 +216,17 @@ def test_a_shard_killed_while_packing_resumes_to_the_uninterrupted_one(
 
 
 def test_a_committed_shard_whose_manifest_was_lost_reuses_its_archive(
-    reference, inputs, demo_root, tmp_path
+    reference, inputs, demo_root, tmp_path, monkeypatch
 ):
     """Snakemake deletes the output of a job that failed after its commit (killed while it
-    removed the loose files): the rerun finds every image in the archive, generates none."""
+    removed the loose files): the rerun finds every image in the archive, generates none, and
+    loads no diffusion model."""
+    from digi2real import generation
+
+    def no_pipeline(*args):
+        raise AssertionError("the pipeline was built with no image to generate")
+
+    monkeypatch.setattr(generation, "build_pipeline", no_pipeline)
     config = shard_config(tmp_path, demo_root)
     shard = tmp_path / "shard"
     shard.mkdir()
