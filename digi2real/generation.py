@@ -127,15 +127,24 @@ def initial_latents(
     return torch.cat([torch.randn(shape, generator=generator) for generator in generators])
 
 
+def device_and_dtype(settings: GenerationSettings) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype the pipeline computes in, resolved from the settings ("auto": CUDA
+    where there is one, float16 there): what build_pipeline loads into, and what an image's
+    key names without the models having to load."""
+    from digi2real import models
+
+    device = models.resolve_device(settings.device)
+    return device, models.resolve_dtype(settings.dtype, device)
+
+
 def build_pipeline(paths: ModelPaths, settings: GenerationSettings):
     """StableDiffusionPipeline from Arc2Face's UNet and encoder and SD 1.5's VAE and tokenizer,
-    loaded from `paths` (see GenerationSettings.models)."""
+    loaded from `paths` (see GenerationSettings.models), in device_and_dtype(settings)."""
     from diffusers import StableDiffusionPipeline
 
     from digi2real import models
 
-    device = models.resolve_device(settings.device)
-    dtype = models.resolve_dtype(settings.dtype, device)
+    device, dtype = device_and_dtype(settings)
     pipeline = StableDiffusionPipeline(
         vae=models.load_vae(paths[models.VAE], dtype),
         text_encoder=models.load_text_encoder(paths[models.ENCODER]),

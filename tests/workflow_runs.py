@@ -22,9 +22,10 @@ AFTER_AGGREGATE = {"aggregate": 1, "evaluate": 1, "report": 1, **EXPORTS, "card"
 
 # The targets of a rerun test that checks the dataset (MANIFEST), or the dataset and its
 # certificate (EVALUATION), not the jobs after them: the exports, the report and the card
-# read the same manifest whatever made it, and test_workflow checks them on the reference run
-# (and the interrupted run's plain command, test_reruns, makes them all). Run anyway, they
-# took 9 s of the 21 s that one shard's rerun took on 2 cores.
+# read the same manifest whatever made it, and test_workflow and test_certificate_workflow
+# check them on the reference run (the interrupted run's plain command, test_reruns, and the
+# card's tests make them all). Run anyway, they took 9 s of the 21 s that one shard's rerun
+# took on 2 cores.
 MANIFEST = "results/manifest.parquet"
 EVALUATION = "results/evaluation.json"
 

@@ -84,11 +84,10 @@ def run(
         # settings); each batch is stored and checked in the background while the next one
         # is generated.
         if len(plan):
-            # The keys take the device and dtype as build_pipeline resolves them: the models
-            # load only when an image is missing, so that a rerun whose images are all kept (a
-            # plan gate dropped an identity, a model moved) reads no weights.
-            device = models.resolve_device(settings.device)
-            dtype = models.resolve_dtype(settings.dtype, device)
+            # The keys take the device and dtype build_pipeline loads into: the models load
+            # only when an image is missing, so that a rerun whose images are all kept (a plan
+            # gate dropped an identity, a model moved) reads no weights.
+            device, dtype = generation.device_and_dtype(settings)
             shard_key = shard_generation.settings_key(
                 model_hashes, settings, device.type, str(dtype), delta.delta, image_formats
             )
