@@ -6,11 +6,17 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
-import yaml
+# Before anything loads torch's OpenMP runtime, here and in every process the tests start: the
+# suite runs four workers on two cores (pyproject.toml), and an OpenMP thread that spins while
+# it waits for work (libgomp's default) burns a core another worker needs. Waiting passively
+# changes no result, only the CPU time.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from digi2real.config import load_config
-from digi2real.demo import build_demo_assets
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from digi2real.config import load_config  # noqa: E402
+from digi2real.demo import build_demo_assets  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
