@@ -90,9 +90,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    build_demo_assets(root)
-    return root
+    """The demo's assets (read only), built once for the session (made_once): 8 s of CPU a
+    build, paid by each of the four workers before."""
+    return made_once(tmp_path_factory, "demo", build_demo_assets)
 
 
 def write_demo_config(folder: Path, demo_root: Path, **overrides) -> Path:
