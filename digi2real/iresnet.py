@@ -22,6 +22,8 @@ Layout, for a 3x112x112 face in [-1, 1]:
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -142,6 +144,26 @@ def iresnet(name: str, embedding_size: int = 512, fp16: bool = False) -> IResNet
     if name not in NETWORKS:
         raise ValueError(f"unknown IResNet {name!r}; choose one of {', '.join(NETWORKS)}")
     return IResNet(NETWORKS[name], embedding_size=embedding_size, fp16=fp16)
+
+
+def embedder(backbone: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`backbone` (in eval mode) as the embedding function of N x 3 x 112 x 112 faces that
+    the benchmarks call, computing on `device`; float32 embeddings on the CPU. On the CPU it
+    runs a channels-last copy of the backbone, which is left as it was (a training goes on
+    with it): oneDNN's convolutions in that layout took a fifth less time for IResNet-18 (80
+    faces on 2 threads: 5.3 s of CPU instead of 6.7 s). The same math: embeddings within float
+    noise (3e-6 of their size) of the plain layout's."""
+    channels_last = device.type == "cpu"
+    if channels_last:
+        backbone = copy.deepcopy(backbone).to(memory_format=torch.channels_last)
+
+    def embed(faces: torch.Tensor) -> torch.Tensor:
+        faces = faces.to(device)
+        if channels_last:
+            faces = faces.contiguous(memory_format=torch.channels_last)
+        return backbone(faces).float().cpu()
+
+    return embed
 
 
 def load_backbone(path: Path, name: str) -> IResNet:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from digi2real.iresnet import NETWORKS, iresnet
+from digi2real.iresnet import NETWORKS, embedder, iresnet
 
 pytestmark = pytest.mark.unit
 
@@ -134,6 +134,22 @@ def test_eval_forward_is_deterministic() -> None:
         first = model(faces)
         second = model(faces)
     assert torch.equal(first, second)
+
+
+def test_the_benchmarks_embedder_is_the_backbone_within_float_noise_and_leaves_it_as_it_was():
+    torch.manual_seed(0)
+    backbone = iresnet("iresnet18").eval()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    faces = torch.rand(4, 3, 112, 112) * 2 - 1
+    embed = embedder(backbone, torch.device("cpu"))
+    with torch.no_grad():
+        ours, plain = embed(faces), backbone(faces)
+    # Another layout sums in another order: float noise, far below what tells faces apart.
+    assert ours.dtype == torch.float32 and ours.shape == plain.shape
+    assert torch.allclose(ours, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+    # The backbone a training goes on with: its layout and weights as they were.
+    assert backbone.conv1.weight.is_contiguous()
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())
 
 
 def test_fp16_is_a_cuda_autocast_and_a_no_op_on_cpu() -> None:

@@ -28,16 +28,12 @@ def run(config: Config, backbone: Path, network: str, out: Path) -> dict:
 
     from digi2real import verification
     from digi2real.atomic import atomic_path
-    from digi2real.iresnet import load_backbone
+    from digi2real.iresnet import embedder, load_backbone
     from digi2real.progress import log
 
     settings = config["benchmark"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_backbone(backbone, network).to(device).eval()
-
-    def embed(faces: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model(faces.to(device)).float().cpu()
+    embed = embedder(load_backbone(backbone, network).to(device).eval(), device)
 
     # 1. Each verification file: 10-fold accuracy of flip-summed embeddings.
     results: dict = {"network": network, "backbone": str(backbone), "verification": {}}

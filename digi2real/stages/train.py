@@ -71,6 +71,7 @@ def run(
     from digi2real import training, verification
     from digi2real.atomic import atomic_path
     from digi2real.exports import REAL, SYNTHETIC
+    from digi2real.iresnet import embedder
     from digi2real.progress import STOPPED, StopFlag, log
     from digi2real.training_data import open_export
 
@@ -129,9 +130,8 @@ def run(
     }
 
     def evaluate(network: torch.nn.Module) -> dict[str, float]:
-        def embed(faces: torch.Tensor) -> torch.Tensor:
-            return network(faces.to(device)).float().cpu()
-
+        # As the benchmark job embeds (stages/benchmark.py): the last evaluation is its figure.
+        embed = embedder(network, device)
         batch = config["benchmark"]["batch_size"]
         return {
             name: verification.benchmark(faces, embed, batch).accuracy
