@@ -48,6 +48,17 @@ def leaves(config: dict, prefix: str = "") -> dict:
 # --- config.yaml and the schema ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("path", ["config.yaml", "demo.yaml", "digi2real/config.schema.yaml"])
+def test_libyaml_reads_the_configs_and_schema_as_pyyaml_does(path):
+    """The config and the schema are read with libyaml's loader (config.YAML_LOADER) where
+    PyYAML has it, as in its wheels: the same values, types included, as PyYAML's own loader."""
+    assert cfg.YAML_LOADER is yaml.CSafeLoader
+    text = (REPO / path).read_text()
+    ours, theirs = yaml.load(text, Loader=cfg.YAML_LOADER), yaml.safe_load(text)
+    assert json.dumps(ours, sort_keys=True) == json.dumps(theirs, sort_keys=True)
+    assert ours == theirs
+
+
 def test_config_yaml_holds_every_setting_with_the_schemas_default():
     shipped = leaves(yaml.safe_load((REPO / "config.yaml").read_text()))
     schema_leaves = {
