@@ -267,10 +267,18 @@ tail_logs() {
 
 # --- config ----------------------------------------------------------------------
 
+# The CPUs this machine lets us use. Not plain nproc: it answers OMP_NUM_THREADS and
+# OMP_THREAD_LIMIT when set (coreutils does), and a node configured with fewer CPUs than a job
+# asks for leaves that job pending for good (seen: a suite run at OMP_NUM_THREADS=1 made a
+# 1-CPU node, and its 2-thread generation jobs never started).
+node_cpus() {
+	env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc
+}
+
 write_configs() {
 	local host cpus mem_mb
 	host=$(hostname -s)
-	cpus=$(nproc)
+	cpus=$(node_cpus)
 	mem_mb=$(free -m | awk '/^Mem:/ { print $2 }')
 	# Leave a little headroom: slurmd derives RealMemory from /proc/meminfo
 	# itself, and a node configured with more memory than slurmd finds is

@@ -14,6 +14,8 @@ plain apt-get fails on it with exit 100 at once, then that the script's call wai
 
 D2R_LOCAL_SLURM_SCRIPT=PATH runs the tests against another copy of the script (an older one,
 to compare).
+
+The last test checks the node's CPU count in the slurm.conf the script writes.
 """
 
 from __future__ import annotations
@@ -205,3 +207,33 @@ def test_gives_up_after_the_timeout_with_one_line(sandbox: Sandbox) -> None:
     expected = rf"{re.escape(str(path))} still locked after waiting [1-9]\d*s"
     assert re.search(expected, errors[0]), errors[0]
     assert f"held by process {holder.pid}" in errors[0], errors[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="write_configs installs its files owned by root")
+def test_the_node_gets_every_cpu_whatever_openmp_is_told(tmp_path: Path) -> None:
+    """The node line's CPUs are the CPUs this process may run on (its affinity), not the
+    OpenMP limits: coreutils' nproc answers OMP_NUM_THREADS, and a 1-CPU node leaves the 2-thread
+    generation jobs of tests/test_slurm.py pending for good under OMP_NUM_THREADS=1."""
+    # D2R_SLURM_ROOT puts the config folder under tmp_path; set_paths the state folder.
+    done = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'source "$0" help >/dev/null\nset_paths "$1/state"\nwrite_configs',
+            str(SCRIPT),
+            str(tmp_path),
+        ],
+        env={
+            **os.environ,
+            "D2R_SLURM_ROOT": str(tmp_path),
+            "OMP_NUM_THREADS": "1",
+            "OMP_THREAD_LIMIT": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stderr
+    slurm_conf = (tmp_path / "etc" / "slurm" / "slurm.conf").read_text()
+    node_cpus = re.findall(r"^NodeName=.* CPUs=(\d+) ", slurm_conf, re.MULTILINE)
+    assert node_cpus == [str(len(os.sched_getaffinity(0)))], slurm_conf
